@@ -1,0 +1,118 @@
+"""Time windows (spec section 2): half-open ``[start, end)``, UTC inside.
+
+Calendar periods (today, week, month) start at local midnight in the
+configured zone; the previous period has the same length and ends where the
+current one starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+UTC = timezone.utc
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+
+    def __post_init__(self):
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("window bounds must be timezone-aware")
+        if self.end < self.start:
+            raise ValueError("window ends before it starts")
+
+    @property
+    def length(self) -> timedelta:
+        return self.end - self.start
+
+    def previous(self) -> "Window":
+        """Same length, ending where this one starts."""
+        return Window(self.start - self.length, self.start)
+
+    def range(self) -> dict:
+        """The MongoDB range condition for this window."""
+        return {"$gte": self.start.astimezone(UTC), "$lt": self.end.astimezone(UTC)}
+
+    def contains(self, when: datetime) -> bool:
+        return self.start <= when < self.end
+
+
+def utc(when: datetime) -> datetime:
+    """An aware UTC datetime; naive input is taken to be UTC (as pymongo returns it)."""
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def parse_instant(text: str) -> datetime:
+    """ISO-8601 to an aware UTC datetime; a bare date or time without zone is UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 instant: {text!r} (example: 2026-11-26T12:00:00Z)") from None
+    return utc(value)
+
+
+def iso(when: datetime | None) -> str | None:
+    """``2026-11-26T12:00:00Z`` (milliseconds only when present)."""
+    if when is None:
+        return None
+    when = utc(when)
+    if when.microsecond:
+        return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def last(at: datetime, **delta) -> Window:
+    """``[at - delta, at)``: "24h" is ``last(at, hours=24)``."""
+    return Window(at - timedelta(**delta), at)
+
+
+def _local_start(at: datetime, tz: ZoneInfo, unit: str) -> datetime:
+    local = utc(at).astimezone(tz)
+    day = local.date()
+    if unit == "week":
+        day = day - timedelta(days=day.weekday())
+    elif unit == "month":
+        day = day.replace(day=1)
+    # Midnight may not exist on a DST day in a few zones; fromisoformat+tz picks the right offset.
+    return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
+
+
+def today(at: datetime, tz: ZoneInfo) -> Window:
+    return Window(_local_start(at, tz, "day"), utc(at))
+
+
+def week(at: datetime, tz: ZoneInfo) -> Window:
+    return Window(_local_start(at, tz, "week"), utc(at))
+
+
+def month(at: datetime, tz: ZoneInfo) -> Window:
+    return Window(_local_start(at, tz, "month"), utc(at))
+
+
+CALENDAR = {"today": today, "week": week, "month": month}
+
+# The dashboard's range picker; "custom" is built from two dates by the caller.
+PRESETS = {
+    "today": lambda at, tz: today(at, tz),
+    "24h": lambda at, tz: last(at, hours=24),
+    "7d": lambda at, tz: last(at, days=7),
+    "30d": lambda at, tz: last(at, days=30),
+}
+
+
+def iso_week(year: int, week_no: int, tz: ZoneInfo) -> Window:
+    """A whole ISO week ``[Monday 00:00, next Monday 00:00)`` in ``tz``."""
+    monday = datetime.fromisocalendar(year, week_no, 1)
+    start = monday.replace(tzinfo=tz).astimezone(UTC)
+    end = (monday + timedelta(days=7)).replace(tzinfo=tz).astimezone(UTC)
+    return Window(start, end)
+
+
+def calendar_month(year: int, month_no: int, tz: ZoneInfo) -> Window:
+    start = datetime(year, month_no, 1, tzinfo=tz)
+    nxt = datetime(year + (month_no == 12), month_no % 12 + 1, 1, tzinfo=tz)
+    return Window(start.astimezone(UTC), nxt.astimezone(UTC))
