@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     timezone: str = Field(default="UTC", validation_alias=AliasChoices("PAYWATCH_TIMEZONE", "timezone"))
     stuck_minutes: float = Field(default=30, gt=0, validation_alias=AliasChoices("PAYWATCH_STUCK_MINUTES", "stuck_minutes"))
     mask_emails: bool = Field(default=True, validation_alias=AliasChoices("PAYWATCH_MASK_EMAILS", "mask_emails"))
+    currencies: list[str] = Field(default_factory=lambda: ["usd"], validation_alias=AliasChoices("PAYWATCH_CURRENCIES", "currencies"))
     latest_events: int = Field(default=10, ge=1, le=200, validation_alias=AliasChoices("PAYWATCH_LATEST_EVENTS", "latest_events"))
 
     # Timeouts: a down database must answer "unknown" quickly, not hang.
@@ -84,6 +85,14 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)") from None
         return value
+
+    @field_validator("currencies")
+    @classmethod
+    def _lower_codes(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if len(code) != 3 or not code.isalpha():
+                raise ValueError(f"not an ISO 4217 currency code: {code!r}")
+        return [c.lower() for c in value]
 
     @field_validator("mongodb_uri", "state_uri")
     @classmethod

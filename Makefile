@@ -1,0 +1,41 @@
+# Paywatch: two commands for a new machine.
+#   make run    set up, then start the product on the embedded default
+#   make test   set up, then run the whole suite
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench setup browser clean help
+
+help:
+	@echo "make run    start Paywatch (embedded database, demo data, dashboard, alert worker)"
+	@echo "make test   run the whole test suite (installs what it needs first)"
+	@echo "make bench  seed the reference volume and measure (docs/performance.md)"
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+# Headless Chromium for the browser tests: Debian's package, installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+run: setup
+	$(PY) -m demo.launch
+
+test: setup browser
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .paywatch .pytest_cache

@@ -1,0 +1,141 @@
+"""``python -m metrics``: the metrics tree from the command line.
+
+    python -m metrics snapshot [--at ISO-8601] [--json]
+    python -m metrics indexes [--create]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import datetime
+
+from pymongo.errors import PyMongoError
+
+from metrics import format as fmt
+from metrics.db import DataSourceUnavailable, source
+from metrics.indexes import INDEXES, ensure_indexes, missing_indexes
+from metrics.settings import SettingsError, load_settings
+from metrics.snapshot import build_snapshot, to_json
+from metrics.windows import parse_instant
+
+EXIT_UNAVAILABLE = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m metrics",
+        description="Paywatch metrics, computed from the platform's MongoDB. "
+                    "With MONGODB_URI unset, the embedded database (the one 'make run' started, "
+                    "or a new one under .paywatch/) is used.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    snap = sub.add_parser("snapshot", help="print every metric at one instant",
+                          description="Print the metrics tree: a readable table, or the spec's JSON with --json.")
+    snap.add_argument("--at", type=_instant, default=None, metavar="ISO-8601",
+                      help="evaluate at this instant instead of now, e.g. 2026-11-26T12:00:00Z")
+    snap.add_argument("--json", action="store_true", help="print the snapshot JSON (docs/metrics.md)")
+    idx = sub.add_parser("indexes", help="list the indexes the metrics need; --create makes the missing ones",
+                         description="List the indexes Paywatch's queries need and which are missing.")
+    idx.add_argument("--create", action="store_true",
+                     help="create the missing indexes (needs a user allowed to create indexes)")
+    return parser
+
+
+def _instant(text: str) -> datetime:
+    try:
+        return parse_instant(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def print_table(snap: dict, out=sys.stdout) -> None:
+    pay, web, enr = snap["payments"], snap["webhooks"], snap["enrollments"]
+    p24, w24, e24 = pay["24h"], web["24h"], enr["24h"]
+    rows = [
+        ("Payments", None),
+        ("Revenue today", fmt.money_map(pay["revenue"]["today"])),
+        ("Revenue this week", fmt.money_map(pay["revenue"]["week"])),
+        ("Revenue this month", fmt.money_map(pay["revenue"]["month"])),
+        ("Success rate (24h, target > 98%)", fmt.rate(p24["success_rate"])),
+        ("Succeeded / failed (24h)", f"{fmt.count(p24['succeeded'])} / {fmt.count(p24['failed'])}"),
+        ("Average transaction value (24h)", fmt.money_map(p24["avg_transaction_value"])),
+        ("Refunds (24h) / refund rate (target < 2%)", f"{fmt.count(p24['refunds'])} / {fmt.rate(p24['refund_rate'])}"),
+        ("Processing time avg / p95 (24h)", f"{fmt.duration(p24['processing_ms']['avg'])} / {fmt.duration(p24['processing_ms']['p95'])}"),
+        ("Stuck payments", fmt.count(pay["stuck"])),
+        ("Webhooks", None),
+        ("Events received (24h)", fmt.count(w24["received"])),
+        ("Processed / failed (24h)", f"{fmt.count(w24['processed'])} / {fmt.count(w24['failed'])}"),
+        ("Failure rate (24h)", fmt.rate(w24["failure_rate"], 2)),
+        ("Processing time avg / p95", f"{fmt.duration(w24['processing_ms']['avg'])} / {fmt.duration(w24['processing_ms']['p95'])}"),
+        ("Delivery lag avg / p95", f"{fmt.duration(w24['delivery_lag_ms']['avg'])} / {fmt.duration(w24['delivery_lag_ms']['p95'])}"),
+        ("Last event received", web["last_received_at"] or "never"),
+        ("Enrollments", None),
+        ("New today", fmt.count(enr["new_today"])),
+        ("Created / converted (24h)", f"{fmt.count(e24['created'])} / {fmt.count(e24['converted'])}"),
+        ("Conversion rate (24h)", fmt.rate(e24["conversion_rate"])),
+        ("Refunded (24h)", fmt.count(e24["refunded"])),
+        ("Pending payments", fmt.count(enr["pending_payments"])),
+        ("Activation avg / p95 (target < 2 s)", f"{fmt.duration(e24['activation_ms']['avg'])} / {fmt.duration(e24['activation_ms']['p95'])}"),
+        ("Email avg / p95 (target < 5 s)", f"{fmt.duration(e24['email_ms']['avg'])} / {fmt.duration(e24['email_ms']['p95'])}"),
+        ("Duplicate enrollments (target 0)", fmt.count(enr["duplicates"])),
+        ("Data quality", None),
+        *[(f"Invalid {k} documents", fmt.count(v["invalid"])) for k, v in snap["data_quality"].items()],
+    ]
+    system = snap.get("system") or {}
+    if system:
+        conns = system.get("connections") or {}
+        storage = system.get("storage") or {}
+        rows += [("System health", None),
+                 ("Database connections", fmt.count(conns.get("current"))),
+                 ("Database storage", fmt.size(storage.get("storage_bytes")))]
+    width = max(len(label) for label, _ in rows)
+    print(f"Paywatch snapshot at {snap['at']} ({snap['timezone']})", file=out)
+    for label, value in rows:
+        if value is None:
+            print(f"\n{label}", file=out)
+        else:
+            print(f"  {label:<{width}}  {value}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        src = source(settings)
+        if args.command == "snapshot":
+            snap = build_snapshot(src, settings, args.at)
+            if args.json:
+                json.dump(to_json(snap), sys.stdout, indent=2)
+                print()
+            else:
+                print_table(snap)
+        elif args.command == "indexes":
+            missing = missing_indexes(src.db, src.schema)
+            if args.create:
+                created = ensure_indexes(src.db, src.schema)
+                print(f"created {len(created)} index(es)" + (": " + ", ".join(created) if created else ""))
+            else:
+                for spec in INDEXES:
+                    state = "MISSING" if spec in missing else "ok     "
+                    keys = ", ".join(f"{k}: {d}" for k, d in spec.real_keys(src.schema))
+                    print(f"{state} {getattr(src.schema, spec.collection).name} {{{keys}}}  # {spec.why}")
+                if missing:
+                    print(f"\n{len(missing)} missing; create them with: python -m metrics indexes --create")
+    except SettingsError as exc:
+        print(f"paywatch: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (DataSourceUnavailable, PyMongoError) as exc:
+        print(f"paywatch: data source unavailable: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

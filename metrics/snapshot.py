@@ -1,0 +1,66 @@
+"""The whole metrics tree at one instant: the spec's snapshot JSON (section 5).
+
+The dashboard's Overview, the alert rules and the weekly report read the
+same functions this module calls, so a number is defined in one place.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from bson import Decimal128, ObjectId
+
+from metrics import enrollments, payments, webhooks
+from metrics.db import Source
+from metrics.quality import data_quality
+from metrics.settings import Settings
+from metrics.system import database_health
+from metrics.windows import CALENDAR, iso, last, today, utc
+
+
+def build_snapshot(src: Source, settings: Settings, at: datetime | None = None, *, system: bool = True) -> dict:
+    """Every metric of the spec for the instant ``at`` (default: now)."""
+    at = utc(at) if at else datetime.now(timezone.utc).replace(microsecond=0)
+    currencies = tuple(settings.currencies)
+    tz = settings.tz
+    day = last(at, hours=24)
+    periods = {name: make(at, tz) for name, make in CALENDAR.items()}
+    latest = webhooks.latest_events(src, at, settings.latest_events)
+    return {
+        "at": iso(at),
+        "timezone": settings.timezone,
+        "payments": {
+            "revenue": payments.revenue_by_period(src, periods, currencies),
+            "24h": payments.window_summary(src, day, currencies),
+            "stuck": payments.stuck_count(src, at, settings.stuck_minutes),
+        },
+        "webhooks": {
+            "24h": webhooks.window_summary(src, day),
+            "last_received_at": iso(latest[0]["receivedAt"]) if latest else None,
+            "latest": [to_json(e) for e in latest],
+        },
+        "enrollments": {
+            "new_today": enrollments.created_count(src, today(at, tz)),
+            "24h": enrollments.window_summary(src, day),
+            "pending_payments": enrollments.pending_payments_count(src, at),
+            "duplicates": enrollments.duplicate_count(src, at),
+        },
+        "system": database_health(src, settings.embedded) if system else {},
+        "data_quality": data_quality(src),
+    }
+
+
+def to_json(value: Any) -> Any:
+    """BSON values to what ``json.dumps`` writes: ISO dates with Z, ids as strings."""
+    if isinstance(value, dict):
+        return {k: to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v) for v in value]
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, Decimal128):
+        return float(str(value))
+    return value

@@ -1,0 +1,89 @@
+"""Shared fixtures: a real MongoDB-wire server for the whole session.
+
+SecantusDB is started once on a free loopback port with a throw-away store
+(or ``TEST_MONGODB_URI`` is used, to run the suite against a real MongoDB).
+Each test gets its own database names, dropped afterwards, so tests never
+see each other's documents.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+from pymongo import MongoClient
+
+# Keep a developer's own configuration out of the tests.
+_EMPTY_CONFIG = Path(__file__).with_name("empty-paywatch.toml")
+os.environ["PAYWATCH_CONFIG"] = str(_EMPTY_CONFIG)
+os.environ["PAYWATCH_SECRETS_FILE"] = str(Path(__file__).with_name("no-secrets.toml"))
+for _name in ("MONGODB_URI", "DATABASE_URL", "PAYWATCH_SOURCE_DB", "PAYWATCH_DB", "PAYWATCH_STATE_URI",
+              "PAYWATCH_TIMEZONE", "STRIPE_API_KEY", "STRIPE_API_BASE", "SLACK_WEBHOOK_URL",
+              "SLACK_BOT_TOKEN", "SLACK_CHANNEL", "PAYWATCH_HOME"):
+    os.environ.pop(_name, None)
+
+from metrics import db as dbmod  # noqa: E402
+from metrics.embedded import EmbeddedMongo  # noqa: E402
+from metrics.settings import load_settings  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory) -> str:
+    """The URI of a real server: TEST_MONGODB_URI, or SecantusDB started for this session."""
+    configured = os.environ.get("TEST_MONGODB_URI")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedMongo(tmp_path_factory.mktemp("mongo"), memory=True)
+    server.ensure()
+    yield server.uri
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mongo_client(mongo_uri) -> MongoClient:
+    client = MongoClient(mongo_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def db_names(mongo_client):
+    """Fresh database names for the platform and for Paywatch's state; dropped after the test."""
+    token = uuid.uuid4().hex[:10]
+    names = (f"platform_{token}", f"paywatch_{token}")
+    yield names
+    for name in names:
+        mongo_client.drop_database(name)
+
+
+@pytest.fixture
+def make_settings(mongo_uri, db_names, tmp_path):
+    """Settings pointed at the test server and this test's databases; keyword overrides allowed."""
+
+    def make(**overrides):
+        values = {"mongodb_uri": mongo_uri, "source_db": db_names[0], "state_db": db_names[1],
+                  "home": tmp_path / "home", "server_selection_timeout_ms": 3000}
+        values.update(overrides)
+        return load_settings(**values)
+
+    yield make
+    dbmod.reset()
+
+
+@pytest.fixture
+def settings(make_settings):
+    return make_settings()
+
+
+@pytest.fixture
+def platform_db(mongo_client, db_names):
+    """The test's platform database, written directly by tests as the platform would."""
+    return mongo_client[db_names[0]]
+
+
+@pytest.fixture
+def src(settings):
+    return dbmod.source(settings)
