@@ -50,7 +50,7 @@ def missing_indexes(db: Database, schema: Schema) -> list[IndexSpec]:
     missing = []
     for spec in INDEXES:
         coll = db[getattr(schema, spec.collection).name]
-        existing = {tuple((k, int(d)) for k, d in info["key"].items()) for info in coll.index_information().values()}
+        existing = {tuple(info["key"]) for info in coll.index_information().values()}
         if tuple(spec.real_keys(schema)) not in existing:
             missing.append(spec)
     return missing

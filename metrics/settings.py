@@ -17,7 +17,9 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from typing import Annotated
+
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from metrics.schema import Schema, SchemaError
 
@@ -51,7 +53,7 @@ class Settings(BaseSettings):
     timezone: str = Field(default="UTC", validation_alias=AliasChoices("PAYWATCH_TIMEZONE", "timezone"))
     stuck_minutes: float = Field(default=30, gt=0, validation_alias=AliasChoices("PAYWATCH_STUCK_MINUTES", "stuck_minutes"))
     mask_emails: bool = Field(default=True, validation_alias=AliasChoices("PAYWATCH_MASK_EMAILS", "mask_emails"))
-    currencies: list[str] = Field(default_factory=lambda: ["usd"], validation_alias=AliasChoices("PAYWATCH_CURRENCIES", "currencies"))
+    currencies: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["usd"], validation_alias=AliasChoices("PAYWATCH_CURRENCIES", "currencies"))
     latest_events: int = Field(default=10, ge=1, le=200, validation_alias=AliasChoices("PAYWATCH_LATEST_EVENTS", "latest_events"))
 
     # Timeouts: a down database must answer "unknown" quickly, not hang.
@@ -63,6 +65,10 @@ class Settings(BaseSettings):
     health_url: str | None = _env("PAYWATCH_HEALTH_URL", "health_url")
     eval_interval: float = Field(default=60, gt=0, validation_alias=AliasChoices("PAYWATCH_EVAL_INTERVAL", "eval_interval"))
     heartbeat_url: str | None = _env("PAYWATCH_HEARTBEAT_URL", "heartbeat_url")
+
+    # Dashboard access when [auth] is set in .streamlit/secrets.toml (comma-separated in the environment).
+    auth_allowed_emails: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=AliasChoices("PAYWATCH_AUTH_ALLOWED_EMAILS", "auth_allowed_emails"))
+    auth_allowed_domains: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=AliasChoices("PAYWATCH_AUTH_ALLOWED_DOMAINS", "auth_allowed_domains"))
 
     # Secrets: only from the environment or .streamlit/secrets.toml.
     stripe_api_key: SecretStr | None = _env("STRIPE_API_KEY")
@@ -85,6 +91,23 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Berlin)") from None
         return value
+
+    @field_validator("currencies", "auth_allowed_emails", "auth_allowed_domains", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("auth_allowed_emails", "auth_allowed_domains")
+    @classmethod
+    def _lower_list(cls, value: list[str]) -> list[str]:
+        return [v.strip().lower().lstrip("@") for v in value if v.strip()]
 
     @field_validator("currencies")
     @classmethod

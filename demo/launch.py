@@ -1,0 +1,159 @@
+"""``make run``: start the whole product, on the embedded default when nothing is configured.
+
+With ``MONGODB_URI`` unset it starts the embedded database (SecantusDB, files
+under ``.paywatch/``), seeds demo data when it is empty, keeps live demo
+traffic flowing and serves a stand-in platform health endpoint.  Then it
+starts the dashboard and the alert worker, prints the URL, and on Ctrl-C
+stops exactly the processes it started, by process object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metrics.embedded import EmbeddedMongo, EmbeddedServerError, _die_with_parent, port_is_open, stop_process
+from metrics.settings import SettingsError, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen | None = None
+    pump: threading.Thread | None = field(default=None, repr=False)
+
+    def start(self, env: dict[str, str]) -> None:
+        # Own session: Ctrl-C reaches only the launcher, which then stops children in order.
+        self.proc = subprocess.Popen(self.argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                     bufsize=1, start_new_session=True, preexec_fn=_die_with_parent)
+        self.pump = threading.Thread(target=self._relay, daemon=True, name=f"relay-{self.name}")
+        self.pump.start()
+
+    def _relay(self) -> None:
+        assert self.proc and self.proc.stdout
+        for line in self.proc.stdout:
+            print(f"[{self.name}] {line.rstrip()}", flush=True)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=15)
+
+
+def say(text: str) -> None:
+    print(f"[paywatch] {text}", flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m demo.launch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PAYWATCH_PORT", "8501")),
+                        help="dashboard port (default 8501, env PAYWATCH_PORT)")
+    parser.add_argument("--no-worker", action="store_true", help="do not start the alert worker")
+    parser.add_argument("--no-traffic", action="store_true", help="do not generate live demo traffic")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"paywatch: {exc}", file=sys.stderr)
+        return 2
+    if port_is_open(args.port):
+        print(f"paywatch: port {args.port} is already in use (another 'make run'?); "
+              f"stop it or choose another with PAYWATCH_PORT=8502 make run", file=sys.stderr)
+        return 2
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    children: list[Child] = []
+    database: EmbeddedMongo | None = None
+    health = None
+    py = sys.executable
+    stopping = threading.Event()
+
+    def on_signal(signum, _frame):
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    try:
+        if settings.embedded:
+            database = EmbeddedMongo(settings.home)
+            say(f"starting the embedded database (files in {settings.home}/) ...")
+            database.ensure()
+            say(f"embedded database on {database.uri}" + ("" if database.owned else " (already running)"))
+            say("seeding demo data when the database is empty ...")
+            seeded = subprocess.run([py, "-m", "demo", "seed"], cwd=ROOT, env=env)
+            if seeded.returncode != 0:
+                say("demo seeding failed; see the line above")
+                return 1
+            if not settings.health_url:
+                from demo.platform_api import PlatformApi
+
+                health = PlatformApi().start()
+                env["PAYWATCH_HEALTH_URL"] = health.url
+                say(f"stand-in platform health endpoint on {health.url}")
+            if not args.no_traffic:
+                children.append(Child("traffic", [py, "-m", "demo", "run"]))
+        else:
+            say("using the configured MongoDB (MONGODB_URI); no demo data is written")
+
+        auth = _auth_configured()
+        address = "0.0.0.0" if auth else "127.0.0.1"
+        children.append(Child("dashboard", [
+            py, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
+            "--server.port", str(args.port), "--server.address", address, "--server.headless", "true",
+        ]))
+        if not args.no_worker and (ROOT / "alerts" / "__main__.py").exists():
+            children.append(Child("worker", [py, "-m", "alerts", "run"]))
+
+        for child in children:
+            child.start(env)
+        say(f"dashboard: http://127.0.0.1:{args.port}" + ("" if auth else "  (bound to 127.0.0.1 only: no login configured)"))
+        say("alerts without Slack configured are printed here as [worker] lines and shown on the Alerts page")
+        say("press Ctrl-C to stop everything this command started")
+
+        while not stopping.wait(0.5):
+            for child in children:
+                if child.proc is not None and child.proc.poll() is not None:
+                    say(f"{child.name} exited with code {child.proc.returncode}; stopping the rest")
+                    return 1
+        return 0
+    except EmbeddedServerError as exc:
+        print(f"paywatch: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        say("stopping ...")
+        for child in reversed(children):
+            child.stop()
+        if health is not None:
+            health.stop()
+        if database is not None:
+            database.stop()
+        say("stopped")
+
+
+def _auth_configured() -> bool:
+    import tomllib
+
+    secrets = ROOT / ".streamlit" / "secrets.toml"
+    with contextlib.suppress(OSError, tomllib.TOMLDecodeError):
+        return "auth" in tomllib.loads(secrets.read_text())
+    return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
