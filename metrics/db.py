@@ -75,29 +75,84 @@ class Source:
         return self.db[getattr(self.schema, key).name]
 
     def aggregate(self, key: str, pipeline: list[dict]) -> list[dict]:
+        pipeline = index_first(pipeline, key, self.schema)
         try:
             return list(self.coll(key).aggregate(pipeline, maxTimeMS=self.max_time_ms, allowDiskUse=True))
         except PyMongoError as exc:
             raise DataSourceUnavailable(_describe(exc)) from exc
 
     def count(self, key: str, query: dict) -> int:
-        try:
-            return self.coll(key).count_documents(query, maxTimeMS=self.max_time_ms)
-        except PyMongoError as exc:
-            raise DataSourceUnavailable(_describe(exc)) from exc
+        rows = self.aggregate(key, [{"$match": query}, {"$count": "n"}])
+        return rows[0]["n"] if rows else 0
 
     def find(self, key: str, query: dict, *, sort: list | None = None, limit: int = 0, projection=None) -> list[dict]:
-        try:
-            cursor = self.coll(key).find(query, projection, sort=sort, limit=limit, max_time_ms=self.max_time_ms)
-            return list(cursor)
-        except PyMongoError as exc:
-            raise DataSourceUnavailable(_describe(exc)) from exc
+        pipeline: list[dict] = [{"$match": query}]
+        if sort:
+            pipeline.append({"$sort": dict(sort)})
+        if limit:
+            pipeline.append({"$limit": limit})
+        if projection:
+            pipeline.append({"$project": projection})
+        return self.aggregate(key, pipeline)
 
     def command(self, *args, **kwargs) -> dict:
         try:
             return self.db.command(*args, maxTimeMS=self.max_time_ms, **kwargs)
         except PyMongoError as exc:
             raise DataSourceUnavailable(_describe(exc)) from exc
+
+
+def _condition_kind(cond) -> int:
+    """How well a condition narrows an index scan: 3 both bounds, 2 equality or $in, 1 one bound, 0 not at all."""
+    if not isinstance(cond, dict):
+        return 2
+    ops = set(cond)
+    lower, upper = ops & {"$gt", "$gte"}, ops & {"$lt", "$lte"}
+    if lower and upper:
+        return 3
+    if ops <= {"$eq", "$in"}:
+        return 2
+    if lower or upper:
+        return 1
+    return 0
+
+
+def index_first(pipeline: list[dict], key: str, schema: Schema) -> list[dict]:
+    """Put the part of the first ``$match`` that an index of ``metrics/indexes.py`` serves in a
+    ``$match`` of its own, ahead of the rest.
+
+    MongoDB merges adjacent ``$match`` stages, so this changes nothing there;
+    SecantusDB's planner only picks an index when a ``$match`` holds nothing
+    but indexable conditions, and otherwise scans the whole collection, whose
+    cost grows with history.
+    """
+    from metrics.indexes import INDEXES  # late: indexes imports schema only, but keep db light
+
+    if not pipeline or set(pipeline[0]) != {"$match"}:
+        return pipeline
+    match = pipeline[0]["$match"]
+    best: list[str] = []
+    best_score = 0.0
+    for spec in INDEXES:
+        if spec.collection != key:
+            continue
+        prefix: list[str] = []
+        score = 0.0
+        for field_name, _direction in spec.real_keys(schema):
+            kind = _condition_kind(match[field_name]) if field_name in match else 0
+            if kind == 0:
+                break
+            prefix.append(field_name)
+            score = max(score, kind) + 0.5 * (len(prefix) - 1)
+            if kind != 2 or isinstance(match[field_name], dict) and "$in" in match[field_name]:
+                break  # nothing after a range or an $in can narrow the scan further
+        if score > best_score:
+            best, best_score = prefix, score
+    if not best or len(best) == len(match):
+        return pipeline
+    lead = {f: match[f] for f in best}
+    rest = {f: v for f, v in match.items() if f not in lead}
+    return [{"$match": lead}, {"$match": rest}, *pipeline[1:]]
 
 
 def _describe(exc: PyMongoError) -> str:
