@@ -18,6 +18,7 @@ import platform
 import resource
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from pymongo import MongoClient, monitoring
@@ -114,8 +115,35 @@ def seed_reference(client: MongoClient, settings, days: int, per_day: int, event
     def progress(done, total, what):
         print(f"\r  seeding {what}: {done:,}/{total:,}", end="", file=sys.stderr, flush=True)
 
-    seed(db, settings.schema, days=days, per_day=per_day, events_per_payment=events, progress=progress)
+    seed(db, settings.schema, days=days, per_day=per_day, progress=progress, indexes=False)
+    if events > 1:
+        add_webhook_events(db, settings.schema, events - 1, progress)
     print(f"\nseeded in {time.monotonic() - started:.0f} s", file=sys.stderr)
+
+
+def add_webhook_events(db, schema, per_payment: int, progress) -> None:
+    """Top the demo's one event per payment up to the reference's three: the
+    ``payment_intent.created`` and ``charge.succeeded`` a real integration also receives."""
+    p, w = schema.payments, schema.webhook_events
+    kinds = ["payment_intent.created", "charge.succeeded", "charge.updated", "payment_method.attached"][:per_payment]
+    total = db[p.name].estimated_document_count() * per_payment
+    batch, done = [], 0
+    cursor = db[p.name].find({p["createdAt"]: {"$type": "date"}}, {p["createdAt"]: 1, p["paymentId"]: 1})
+    for n, doc in enumerate(cursor):
+        created = doc[p["createdAt"]]
+        for i, kind in enumerate(kinds):
+            received = created + timedelta(milliseconds=150 + 97 * ((n + i) % 7))
+            batch.append({w["eventId"]: f"evt_bench_{n}_{i}", w["type"]: kind,
+                          w["stripeCreatedAt"]: created, w["receivedAt"]: received,
+                          w["processedAt"]: received + timedelta(milliseconds=120 + 53 * ((n * 3 + i) % 11)),
+                          w["status"]: "processed"})
+        if len(batch) >= 5000:
+            db[w.name].insert_many(batch, ordered=False)
+            done += len(batch)
+            batch = []
+            progress(done, total, "extra webhook events")
+    if batch:
+        db[w.name].insert_many(batch, ordered=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events-per-payment", type=int, default=3)
     parser.add_argument("--runs", type=int, default=3, help="snapshots to time (the first is cold)")
     parser.add_argument("--write", action="store_true", help="write bench-results/latest.json")
+    parser.add_argument("--seed-only", action="store_true", help="seed the reference volume and stop")
     args = parser.parse_args(argv)
 
     home = ROOT / ".paywatch" / "bench"
@@ -139,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         seed_reference(client, settings, args.days, args.per_day, args.events_per_payment)
         print("creating indexes ...", file=sys.stderr)
         ensure_indexes(client[settings.source_db_name], settings.schema)
+        if args.seed_only:
+            return 0
         src = dbmod.Source(db=client[settings.source_db_name], schema=settings.schema, max_time_ms=600_000)
         counts = {key: src.coll(key).estimated_document_count() for key in ("payments", "webhook_events", "enrollments")}
         at = max(d["createdAt"] for d in src.coll("payments").find({}, {"createdAt": 1}).sort("createdAt", -1).limit(1))

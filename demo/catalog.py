@@ -12,6 +12,8 @@ gives the same data.
 
 from __future__ import annotations
 
+import base64
+import itertools
 import random
 import struct
 from dataclasses import dataclass
@@ -106,10 +108,14 @@ SERVICES = tuple(
     Service(f"svc-{slug}", SPECIALISTS[spec].id, title, usd, pop)
     for spec, slug, title, usd, pop in _SERVICES
 )
-_SERVICE_WEIGHTS = [s.popularity for s in SERVICES]
+# The amount spikes use the dearer half of the catalogue, so 10x is far above any usual amount.
+SPIKE_SERVICES = tuple(s for s in SERVICES if s.usd >= 7900)
+
+# Cumulative weights: random.choices would otherwise add them up on every call.
+_SERVICE_WEIGHTS = list(itertools.accumulate(s.popularity for s in SERVICES))
 
 CURRENCIES = ("usd", "eur", "gbp")
-_CURRENCY_WEIGHTS = (75, 15, 10)
+_CURRENCY_WEIGHTS = list(itertools.accumulate((75, 15, 10)))
 
 # Real Stripe decline codes and the messages Stripe shows for them
 # (https://docs.stripe.com/declines/codes); weights roughly as seen in practice.
@@ -123,7 +129,7 @@ DECLINES = (
     ("fraudulent", "Your card was declined.", 4),
     ("lost_card", "Your card was declined.", 3),
 )
-_DECLINE_WEIGHTS = [w for _, _, w in DECLINES]
+_DECLINE_WEIGHTS = list(itertools.accumulate(w for _, _, w in DECLINES))
 
 # What a webhook handler's log says when handling fails.
 WEBHOOK_ERRORS = (
@@ -151,14 +157,19 @@ LAST_NAMES = (
 # Reserved example domains (RFC 2606): fake addresses that can never reach anyone.
 EMAIL_DOMAINS = ("example.com", "example.org", "example.net")
 
-_ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_BASE64_TO_ALNUM = bytes.maketrans(b"+/", b"xQ")
 
 
 # --- Random choices -----------------------------------------------------------
 
 def stripe_id(rng: random.Random, prefix: str, length: int = 24) -> str:
-    """``pi_3Pq…``-style identifier; 62**24 values make a clash practically impossible."""
-    return prefix + "".join(rng.choices(_ALNUM, k=length))
+    """``pi_3Pq…``-style identifier; 62**24 values make a clash practically impossible.
+
+    Base64 of random bytes with ``+``/``/`` mapped to letters: three times
+    faster than drawing characters one by one, which matters for 80k ids.
+    """
+    raw = base64.b64encode(rng.randbytes(length * 3 // 4 + 3))[:length]
+    return prefix + raw.translate(_BASE64_TO_ALNUM).decode("ascii")
 
 
 def object_id(rng: random.Random, when: datetime) -> ObjectId:
@@ -167,15 +178,15 @@ def object_id(rng: random.Random, when: datetime) -> ObjectId:
 
 
 def pick_service(rng: random.Random) -> Service:
-    return rng.choices(SERVICES, weights=_SERVICE_WEIGHTS)[0]
+    return rng.choices(SERVICES, cum_weights=_SERVICE_WEIGHTS)[0]
 
 
 def pick_currency(rng: random.Random) -> str:
-    return rng.choices(CURRENCIES, weights=_CURRENCY_WEIGHTS)[0]
+    return rng.choices(CURRENCIES, cum_weights=_CURRENCY_WEIGHTS)[0]
 
 
 def pick_decline(rng: random.Random) -> tuple[str, str]:
-    code, message, _ = rng.choices(DECLINES, weights=_DECLINE_WEIGHTS)[0]
+    code, message, _ = rng.choices(DECLINES, cum_weights=_DECLINE_WEIGHTS)[0]
     return code, message
 
 
@@ -266,6 +277,15 @@ class Builder:
             target[path[-1]] = value
         return doc
 
+    def get(self, doc: dict, ours: str):
+        """The value of one of our fields in a stored document (``None`` when absent)."""
+        value = doc
+        for part in self.coll[ours].split("."):
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        return value
+
     def set(self, **fields) -> dict:
         """A ``$set`` update for our field names (dotted paths need no nesting there)."""
         return {"$set": {self.coll[ours]: value for ours, value in fields.items()}}
@@ -286,3 +306,158 @@ def enrollment_outcome(payment_status: str, rng: random.Random) -> tuple[str, st
     if payment_status == "canceled":
         return "cancelled", "failed"
     return "pending", "pending"
+
+
+# --- A ledger of finished payments --------------------------------------------
+
+PRIMARY_EVENT = {
+    "completed": "payment_intent.succeeded",
+    "refunded": "payment_intent.succeeded",
+    "failed": "payment_intent.payment_failed",
+    "canceled": "payment_intent.canceled",
+    "pending": "payment_intent.created",
+    "processing": "payment_intent.processing",
+}
+
+
+class Ledger:
+    """Payments with their enrollment and webhook events, as the platform had written them by ``now``.
+
+    Records are kept with our field names (``documents`` renames them), so a
+    caller can still adjust one before it is written (the seed's malformed
+    documents).  Anything dated at or after ``now`` has not happened yet and
+    is left out: an event Stripe has not delivered, a handler still running.
+
+    Subclasses change two things: when a webhook is delivered
+    (:meth:`deliver`, the seed's outage) and whether a customer may come back
+    (``returning``).
+    """
+
+    returning = 0.0  # chance that a payment comes from an earlier customer
+
+    def __init__(self, rng: random.Random, now: datetime):
+        self.rng, self.now = rng, now
+        self.customers = Customers(rng)
+        self.payments: list[dict] = []
+        self.enrollments: list[dict] = []
+        self.events: list[dict] = []
+        self.enrollment_of: dict[ObjectId, dict] = {}
+        self._pool: list[dict] = []
+        # (customerId, serviceId) pairs already enrolled: the data has no
+        # accidental duplicate enrollments, so the one planted is the only one.
+        self._pairs: set[tuple[str, str]] = set()
+
+    def customer_for(self, service: Service) -> dict:
+        """A customer not yet enrolled in ``service``: returning now and then, else new."""
+        if self._pool and self.rng.random() < self.returning:
+            for _ in range(5):
+                customer = self.rng.choice(self._pool)
+                if (customer["customerId"], service.id) not in self._pairs:
+                    break
+            else:
+                customer = None
+        else:
+            customer = None
+        if customer is None:
+            customer = self.customers.new()
+            self._pool.append(customer)
+        self._pairs.add((customer["customerId"], service.id))
+        return customer
+
+    def deliver(self, due: datetime) -> tuple[datetime, bool]:
+        """When a webhook due at ``due`` really arrives, and whether it arrives late (retried)."""
+        return due, False
+
+    def event(self, type_: str, stripe_created: datetime, *, fail_rate: float = 0.003,
+              event_id: str | None = None) -> str:
+        """Record one webhook delivery (if it has arrived by ``now``); return its event id."""
+        rng = self.rng
+        event_id = event_id or stripe_id(rng, "evt_")
+        received, late = self.deliver(stripe_created + delivery_lag(rng))
+        if received >= self.now:
+            return event_id  # still in Stripe's queue
+        # A retried delivery meets a handler busy with the backlog: slower, and fails more often.
+        processed = received + (ms(rng, 500, 6000) if late else handling_time(rng))
+        failed = rng.random() < (0.12 if late else fail_rate)
+        status, error = ("failed", rng.choice(WEBHOOK_ERRORS)) if failed else ("processed", None)
+        if processed >= self.now:
+            status, processed, error = "received", None, None
+        self.events.append({
+            "_id": object_id(rng, received), "eventId": event_id, "type": type_,
+            "stripeCreatedAt": stripe_created, "receivedAt": received, "processedAt": processed,
+            "status": status, "error": error,
+        })
+        return event_id
+
+    def payment(self, created: datetime, status: str, *, service: Service | None = None,
+                currency: str | None = None, amount: int | None = None, customer: dict | None = None,
+                refund_at: datetime | None = None, dispute_at: datetime | None = None) -> dict:
+        """One payment in its final (or current) ``status``, its enrollment and its webhook events.
+
+        ``status`` is pending, processing, completed, failed or canceled;
+        ``refund_at`` turns a completed payment into a refunded one.
+        """
+        rng = self.rng
+        service = service or pick_service(rng)
+        currency = currency or pick_currency(rng)
+        amount = charge_amount(rng, service, currency) if amount is None else amount
+        customer = customer or self.customer_for(service)
+        done = created + confirm_delay(rng)
+        record = {
+            "_id": object_id(rng, created), "paymentId": stripe_id(rng, "pi_3"),
+            "amount": amount, "currency": currency, "status": status,
+            **customer, "specialistId": service.specialist_id, "serviceId": service.id,
+            "createdAt": created,
+        }
+        if status == "completed":
+            record["completedAt"] = done
+            event_at = done + ms(rng, 0, 40)
+        elif status == "failed":
+            record["failureCode"], record["failureMessage"] = pick_decline(rng)
+            event_at = done
+        elif status == "canceled":  # abandoned checkout, cancelled by the platform's timeout
+            event_at = created + timedelta(minutes=rng.uniform(15, 60))
+        else:  # pending / processing: in flight
+            event_at = created + ms(rng, 20, 800)
+        record["stripeEventId"] = self.event(PRIMARY_EVENT[status], event_at)
+        self.payments.append(record)
+        self.enrollments.append(self._enrollment(record, done))
+        if refund_at is not None and status == "completed":
+            self.refund(record, refund_at)
+        if dispute_at is not None:
+            self.event("charge.dispute.created", dispute_at)
+        return record
+
+    def refund(self, payment: dict, when: datetime) -> None:
+        """Refund a completed payment at ``when``: the payment, its enrollment, a ``charge.refunded`` event."""
+        payment["status"], payment["refundedAt"] = "refunded", when
+        enrollment = self.enrollment_of[payment["_id"]]
+        enrollment["status"] = enrollment["paymentStatus"] = "refunded"
+        enrollment["refundedAt"] = when + ms(self.rng, 200, 2000)
+        self.event("charge.refunded", when)
+
+    def _enrollment(self, payment: dict, done: datetime) -> dict:
+        rng = self.rng
+        status, payment_status = enrollment_outcome(payment["status"], rng)
+        # The checkout creates the enrollment right after the PaymentIntent.
+        created = payment["createdAt"] + ms(rng, 5, 80)
+        record = {
+            "_id": object_id(rng, created), "customerId": payment["customerId"],
+            "specialistId": payment["specialistId"], "serviceId": payment["serviceId"],
+            "paymentId": payment["_id"], "status": status, "paymentStatus": payment_status,
+            "createdAt": created,
+        }
+        if payment_status == "paid":
+            record["activatedAt"] = done + activation_delay(rng)
+            record["confirmationEmailSentAt"] = record["activatedAt"] + email_delay(rng)
+        self.enrollment_of[payment["_id"]] = record
+        return record
+
+    def documents(self, schema) -> dict[str, list[dict]]:
+        """The records as the platform stores them (field names through ``schema``)."""
+        out = {}
+        for key, records in (("payments", self.payments), ("enrollments", self.enrollments),
+                             ("webhook_events", self.events)):
+            build = Builder(getattr(schema, key))
+            out[key] = [build(**r) for r in records]
+        return out
