@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import datetime
 
@@ -130,10 +131,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"paywatch: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (DataSourceUnavailable, PyMongoError) as exc:
-        print(f"paywatch: data source unavailable: {str(exc).splitlines()[0]}", file=sys.stderr)
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"paywatch: data source unavailable: {first_line}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``... --json | head``): not an error of ours, and no traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return 0
 
 

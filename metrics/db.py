@@ -157,6 +157,8 @@ def index_first(pipeline: list[dict], key: str, schema: Schema) -> list[dict]:
 
 def _describe(exc: PyMongoError) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    # pymongo appends its whole topology description; the first part names the host and the cause.
+    text = text.split(", Timeout:")[0]
     return f"{type(exc).__name__}: {text[:300]}"
 
 

@@ -113,6 +113,10 @@ class EmbeddedMongo:
     port: int | None = None
 
     @property
+    def storage_dir(self) -> Path:
+        return self.home / "db"
+
+    @property
     def port_file(self) -> Path:
         return self.home / "mongo.json"
 
@@ -150,7 +154,7 @@ class EmbeddedMongo:
         return None
 
     def _start(self) -> None:
-        storage = ":memory:" if self.memory else str((self.home / "db").resolve())
+        storage = ":memory:" if self.memory else str(self.storage_dir.resolve())
         log_path = self.home / ("mongo-test.log" if self.memory else "mongo.log")
         last_error: Exception | None = None
         for _ in range(3):  # a free port can be taken between our probe and the bind

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from metrics.db import Source
-from metrics.quality import valid_filter
+from metrics.quality import count_valid, valid_filter, valid_stages
 from metrics.schema import CONVERTED_PAYMENT_STATUSES, Schema
 from metrics.stats import duration_stats_stage, ratio, read_duration_stats
 from metrics.windows import Window
@@ -14,14 +14,15 @@ DUPLICATE_STATUSES = ("active", "pending")
 
 
 def created_count(src: Source, window: Window) -> int:
-    return src.count("enrollments", valid_filter("enrollments", src.schema, window.range()))
+    """Enrollments created in W (``new_today`` with the ``today`` window)."""
+    return count_valid(src, "enrollments", {src.schema.enrollments["createdAt"]: window.range()})
 
 
 def conversion_pipeline(window: Window, schema: Schema) -> list[dict]:
     e = schema.enrollments
     converted = {"$in": [e.ref("paymentStatus"), list(CONVERTED_PAYMENT_STATUSES)]}
     return [
-        {"$match": valid_filter("enrollments", schema, window.range())},
+        *valid_stages("enrollments", schema, {e["createdAt"]: window.range()}),
         {"$group": {"_id": None, "created": {"$sum": 1}, "converted": {"$sum": {"$cond": [converted, 1, 0]}}}},
     ]
 
@@ -30,16 +31,14 @@ def latency_pipeline(window: Window, schema: Schema) -> list[dict]:
     """Activation (payment completed -> enrollment active) and email (active -> email sent) times
     for enrollments activated in W."""
     e, p = schema.enrollments, schema.payments
-    match = valid_filter("enrollments", schema)
-    match[e["activatedAt"]] = window.range()
     payment_match = valid_filter("payments", schema)
     payment_match[p["completedAt"]] = {"$type": "date"}
     return [
-        {"$match": match},
+        *valid_stages("enrollments", schema, {e["activatedAt"]: window.range()}),
         {"$facet": {
             "activation": [
                 {"$lookup": {"from": p.name, "localField": e["paymentId"], "foreignField": "_id",
-                             "pipeline": [{"$match": payment_match}, {"$project": {"completedAt": "$" + p["completedAt"]}}],
+                             "pipeline": [{"$match": payment_match}, {"$project": {"completedAt": p.ref("completedAt")}}],
                              "as": "payment"}},
                 {"$unwind": "$payment"},
                 duration_stats_stage(e.ref("activatedAt"), "$payment.completedAt"),
@@ -53,9 +52,8 @@ def latency_pipeline(window: Window, schema: Schema) -> list[dict]:
 
 
 def refunded_count(src: Source, window: Window) -> int:
-    query = valid_filter("enrollments", src.schema)
-    query[src.schema.enrollments["refundedAt"]] = window.range()
-    return src.count("enrollments", query)
+    """Enrollments whose ``refundedAt`` falls in W, whatever their ``createdAt``."""
+    return count_valid(src, "enrollments", {src.schema.enrollments["refundedAt"]: window.range()})
 
 
 def window_summary(src: Source, window: Window) -> dict:
@@ -75,18 +73,16 @@ def window_summary(src: Source, window: Window) -> dict:
 
 
 def pending_payments_count(src: Source, at: datetime) -> int:
-    query = valid_filter("enrollments", src.schema, {"$lt": at})
-    query[src.schema.enrollments["paymentStatus"]] = "pending"
-    return src.count("enrollments", query)
+    """Enrollments created before ``at`` whose payment is still ``pending``."""
+    e = src.schema.enrollments
+    return count_valid(src, "enrollments", {e["paymentStatus"]: "pending", e["createdAt"]: {"$lt": at}})
 
 
 def duplicates_pipeline(at: datetime, schema: Schema, limit: int | None = None) -> list[dict]:
     """(customerId, serviceId) pairs with more than one active or pending enrollment."""
     e = schema.enrollments
-    match = valid_filter("enrollments", schema, {"$lt": at})
-    match[e["status"]] = {"$in": list(DUPLICATE_STATUSES)}
     pipeline = [
-        {"$match": match},
+        *valid_stages("enrollments", schema, {e["status"]: {"$in": list(DUPLICATE_STATUSES)}}, {"$lt": at}),
         {"$group": {"_id": {"customerId": e.ref("customerId"), "serviceId": e.ref("serviceId")},
                     "count": {"$sum": 1}, "ids": {"$push": "$_id"}}},
         {"$match": {"count": {"$gt": 1}}},

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 # ISO 4217 exponents differ: JPY has no minor unit, so 1000 is ¥1,000, not ¥10.00.
 ZERO_DECIMAL = {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"}
 SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "jpy": "¥", "cad": "CA$", "aud": "A$", "chf": "CHF ", "inr": "₹"}
@@ -13,10 +15,12 @@ def money(minor: int | float | None, currency: str) -> str:
     if minor is None:
         return "–"
     cur = currency.lower()
-    value = minor if cur in ZERO_DECIMAL else minor / 100
-    digits = 0 if cur in ZERO_DECIMAL else 2
+    # Decimal, rounding half up: an average of 2525.5 cents shows as $25.26, where binary
+    # floats would give $25.25, and int64 amounts beyond 2**53 stay exact.
+    exponent = Decimal(1) if cur in ZERO_DECIMAL else Decimal("0.01")
+    value = (Decimal(str(minor)) * exponent).quantize(exponent, rounding=ROUND_HALF_UP)
     symbol = SYMBOLS.get(cur)
-    text = f"{abs(value):,.{digits}f}"
+    text = f"{abs(value):,}"
     sign = "-" if value < 0 else ""
     return f"{sign}{symbol}{text}" if symbol else f"{sign}{text} {cur.upper()}"
 

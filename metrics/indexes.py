@@ -33,7 +33,7 @@ class IndexSpec:
 
 INDEXES = (
     IndexSpec("payments", (("createdAt", 1),), "every payment window, revenue periods"),
-    IndexSpec("payments", (("status", 1), ("createdAt", 1)), "stuck payments, failures by window"),
+    IndexSpec("payments", (("status", 1), ("createdAt", 1)), "stuck payments (one query per status)"),
     IndexSpec("payments", (("refundedAt", 1),), "refunds in a window (any createdAt)"),
     IndexSpec("webhook_events", (("receivedAt", 1),), "webhook windows, last received, latest events"),
     IndexSpec("enrollments", (("createdAt", 1),), "new enrollments, conversion"),
@@ -45,13 +45,25 @@ INDEXES = (
 )
 
 
+def _serves(existing: list[tuple[str, object]], wanted: list[tuple[str, int]]) -> bool:
+    """The same keys in the same order, with the same directions or all reversed
+    (MongoDB walks an index either way).  A direction such as "2dsphere" never matches."""
+    if [k for k, _ in existing] != [k for k, _ in wanted]:
+        return False
+    directions = [d for _, d in existing]  # 1 or 1.0 (the shell writes doubles), or a string
+    return directions == [d for _, d in wanted] or directions == [-d for _, d in wanted]
+
+
 def missing_indexes(db: Database, schema: Schema) -> list[IndexSpec]:
-    """Specs with no existing index on the same keys (whatever its name)."""
+    """Specs with no existing index serving the same keys (whatever its name)."""
     missing = []
+    existing_by_collection: dict[str, list] = {}
     for spec in INDEXES:
-        coll = db[getattr(schema, spec.collection).name]
-        existing = {tuple(info["key"]) for info in coll.index_information().values()}
-        if tuple(spec.real_keys(schema)) not in existing:
+        name = getattr(schema, spec.collection).name
+        if name not in existing_by_collection:
+            # pymongo gives each index's key as a list of (field, direction) pairs.
+            existing_by_collection[name] = [info["key"] for info in db[name].index_information().values()]
+        if not any(_serves(keys, spec.real_keys(schema)) for keys in existing_by_collection[name]):
             missing.append(spec)
     return missing
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from metrics.db import Source
-from metrics.quality import valid_filter
+from metrics.quality import count_valid, valid_stages
 from metrics.schema import SUCCEEDED_STATUSES, STUCK_STATUSES, Schema
 from metrics.stats import duration_stats_stage, ratio, read_duration_stats
 from metrics.windows import Window
 
 
 def _currency(schema: Schema) -> dict:
-    return {"$ifNull": [{"$toLower": schema.payments.ref("currency")}, "unknown"]}
+    # $toLower turns a missing currency into "" (and a number into digits), so test the type first.
+    ref = schema.payments.ref("currency")
+    return {"$cond": [{"$eq": [{"$type": ref}, "string"]}, {"$toLower": ref}, "unknown"]}
 
 
 def _minor_units(schema: Schema) -> dict:
@@ -30,7 +32,7 @@ def window_summary_pipeline(window: Window, schema: Schema) -> list[dict]:
     p = schema.payments
     succeeded = {"$in": [p.ref("status"), list(SUCCEEDED_STATUSES)]}
     return [
-        {"$match": valid_filter("payments", schema, window.range())},
+        *valid_stages("payments", schema, {p["createdAt"]: window.range()}),
         {"$facet": {
             "by_status": [
                 {"$group": {
@@ -86,9 +88,7 @@ def window_summary(src: Source, window: Window, currencies: tuple[str, ...] = ()
 
 def refund_count(src: Source, window: Window) -> int:
     """Payments whose ``refundedAt`` falls in W, whatever their ``createdAt``."""
-    query = valid_filter("payments", src.schema)
-    query[src.schema.payments["refundedAt"]] = window.range()
-    return src.count("payments", query)
+    return count_valid(src, "payments", {src.schema.payments["refundedAt"]: window.range()})
 
 
 def revenue_periods_pipeline(periods: dict[str, Window], schema: Schema) -> list[dict]:
@@ -96,14 +96,13 @@ def revenue_periods_pipeline(periods: dict[str, Window], schema: Schema) -> list
     p = schema.payments
     earliest = min(w.start for w in periods.values())
     end = max(w.end for w in periods.values())
-    match = valid_filter("payments", schema, {"$gte": earliest, "$lt": end})
-    match[p["status"]] = {"$in": list(SUCCEEDED_STATUSES)}
 
     def within(w: Window) -> dict:
         return {"$and": [{"$gte": [p.ref("createdAt"), w.start]}, {"$lt": [p.ref("createdAt"), w.end]}]}
 
     return [
-        {"$match": match},
+        *valid_stages("payments", schema, {p["createdAt"]: {"$gte": earliest, "$lt": end}}),
+        {"$match": {p["status"]: {"$in": list(SUCCEEDED_STATUSES)}}},
         {"$group": {
             "_id": _currency(schema),
             **{name: {"$sum": {"$cond": [within(w), _minor_units(schema), 0]}} for name, w in periods.items()},
@@ -122,21 +121,40 @@ def revenue_by_period(src: Source, periods: dict[str, Window], currencies: tuple
     return out
 
 
-def stuck_filter(at: datetime, stuck_minutes: float, schema: Schema) -> dict:
-    """Pending or processing and created before ``at - stuck_minutes`` (the runbook's query)."""
-    query = valid_filter("payments", schema, {"$lt": at - timedelta(minutes=stuck_minutes)})
-    query[schema.payments["status"]] = {"$in": list(STUCK_STATUSES)}
-    return query
+def stuck_pipeline(status: str, at: datetime, stuck_minutes: float, schema: Schema) -> list[dict]:
+    """Payments in ``status`` created before ``at - stuck_minutes`` (the runbook's
+    ``db.payments.find({ status: "processing" })``), oldest first.
+
+    One query per stuck status: an equality and a range use the ``(status,
+    createdAt)`` index on every server, where ``$in`` with a range, or a
+    ``$unionWith`` branch, makes SecantusDB scan the whole collection.
+    """
+    p = schema.payments
+    cutoff = at - timedelta(minutes=stuck_minutes)
+    return [
+        *valid_stages("payments", schema, {p["status"]: status, p["createdAt"]: {"$lt": cutoff}}),
+        {"$sort": {p["createdAt"]: 1, "_id": 1}},
+    ]
 
 
 def stuck_count(src: Source, at: datetime, stuck_minutes: float) -> int:
-    return src.count("payments", stuck_filter(at, stuck_minutes, src.schema))
+    """Payments pending or processing for longer than ``stuck_minutes``."""
+    total = 0
+    for status in STUCK_STATUSES:
+        rows = src.aggregate("payments", stuck_pipeline(status, at, stuck_minutes, src.schema) + [{"$count": "n"}])
+        total += rows[0]["n"] if rows else 0
+    return total
 
 
 def stuck_payments(src: Source, at: datetime, stuck_minutes: float, limit: int = 50) -> list[dict]:
     """The stuck payments themselves, oldest first (for the dashboard and alert samples)."""
     p = src.schema.payments
     fields = ["paymentId", "amount", "currency", "status", "customerEmail", "specialistId", "createdAt"]
-    docs = src.find("payments", stuck_filter(at, stuck_minutes, src.schema),
-                    sort=[(p["createdAt"], 1)], limit=limit, projection={p[f]: 1 for f in fields})
-    return [{f: d.get(p[f]) for f in fields} for d in docs]
+    docs = []
+    for status in STUCK_STATUSES:
+        docs += src.aggregate("payments", stuck_pipeline(status, at, stuck_minutes, src.schema) + [
+            {"$limit": limit},
+            {"$project": {f: p.ref(f) for f in fields}},  # our names out, whatever theirs (even dotted)
+        ])
+    docs.sort(key=lambda d: (d["createdAt"], d["_id"]))
+    return [{f: d.get(f) for f in fields} for d in docs[:limit]]

@@ -1,17 +1,25 @@
 """What makes a document valid (spec section 3), as MongoDB filters.
 
-Every metric starts from ``valid_filter(...)`` so an invalid document is
-excluded from all of them the same way; ``data_quality`` counts the rest.
-A string amount such as ``"250"`` is invalid, never 0.
+Every metric starts from ``valid_stages(...)`` (or ``valid_filter``) so an
+invalid document is excluded from all of them the same way; ``data_quality``
+counts the rest.  A string amount such as ``"250"`` is invalid, never 0.
 """
 
 from __future__ import annotations
+
+from bson import Int64
 
 from metrics.db import Source
 from metrics.schema import ENROLLMENT_STATUSES, PAYMENT_STATUSES, WEBHOOK_STATUSES, WINDOW_FIELD, Schema
 
 NUMBER_TYPES = ["int", "long", "double", "decimal"]
 STATUSES = {"payments": PAYMENT_STATUSES, "enrollments": ENROLLMENT_STATUSES, "webhook_events": WEBHOOK_STATUSES}
+COLLECTIONS = ("payments", "enrollments", "webhook_events")
+
+# Amounts are summed as int64.  The range also keeps out NaN and the infinities
+# (a range never matches NaN), which ``$toLong`` would reject and so fail the
+# whole aggregation instead of excluding one document.
+AMOUNT_RANGE = {"$gte": Int64(-(2**63)), "$lte": Int64(2**63 - 1)}
 
 
 def _integral_amount(schema: Schema) -> dict:
@@ -33,9 +41,26 @@ def valid_filter(key: str, schema: Schema, window_condition: dict | None = None)
         coll["status"]: {"$in": list(STATUSES[key])},
     }
     if key == "payments":
-        query[coll["amount"]] = {"$type": NUMBER_TYPES}
+        query[coll["amount"]] = {"$type": NUMBER_TYPES, **AMOUNT_RANGE}
         query["$expr"] = _integral_amount(schema)
     return query
+
+
+def valid_stages(key: str, schema: Schema, indexed: dict, window_condition: dict | None = None) -> list[dict]:
+    """Two ``$match`` stages: the indexed condition alone, then validity.
+
+    MongoDB merges adjacent ``$match`` stages and plans them as one, so this is
+    the same query there.  SecantusDB (the embedded default) only uses an index
+    for a filter whose every condition that index covers; with the validity
+    tests beside the window range it scans the whole collection.
+    """
+    return [{"$match": indexed}, {"$match": valid_filter(key, schema, window_condition)}]
+
+
+def count_valid(src: Source, key: str, indexed: dict, window_condition: dict | None = None) -> int:
+    """Valid documents matching ``indexed`` (field names already mapped)."""
+    rows = src.aggregate(key, valid_stages(key, src.schema, indexed, window_condition) + [{"$count": "n"}])
+    return rows[0]["n"] if rows else 0
 
 
 def invalid_count(src: Source, key: str) -> int:
@@ -44,4 +69,4 @@ def invalid_count(src: Source, key: str) -> int:
 
 
 def data_quality(src: Source) -> dict:
-    return {key: {"invalid": invalid_count(src, key)} for key in ("payments", "enrollments", "webhook_events")}
+    return {key: {"invalid": invalid_count(src, key)} for key in COLLECTIONS}

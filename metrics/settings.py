@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     slack_channel: str | None = _env("SLACK_CHANNEL")
 
     # Tables of paywatch.toml, checked by their own modules.
-    schema_mapping: dict[str, dict[str, str]] = Field(default_factory=dict, validation_alias=AliasChoices("schema"))
+    schema_mapping: dict[str, dict[str, str]] = Field(default_factory=dict, validation_alias=AliasChoices("schema", "schema_mapping"))
     alerts: dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("alerts"))
     targets: dict[str, float] = Field(default_factory=dict, validation_alias=AliasChoices("targets"))
     reports: dict[str, Any] = Field(default_factory=dict, validation_alias=AliasChoices("reports"))

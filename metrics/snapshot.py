@@ -15,7 +15,7 @@ from metrics import enrollments, payments, webhooks
 from metrics.db import Source
 from metrics.quality import data_quality
 from metrics.settings import Settings
-from metrics.system import database_health
+from metrics.system import database_health, embedded_storage_path
 from metrics.windows import CALENDAR, iso, last, today, utc
 
 
@@ -46,7 +46,7 @@ def build_snapshot(src: Source, settings: Settings, at: datetime | None = None, 
             "pending_payments": enrollments.pending_payments_count(src, at),
             "duplicates": enrollments.duplicate_count(src, at),
         },
-        "system": database_health(src, settings.embedded) if system else {},
+        "system": database_health(src, settings.embedded, embedded_storage_path(settings)) if system else {},
         "data_quality": data_quality(src),
     }
 

@@ -77,7 +77,8 @@ def _local_start(at: datetime, tz: ZoneInfo, unit: str) -> datetime:
         day = day - timedelta(days=day.weekday())
     elif unit == "month":
         day = day.replace(day=1)
-    # Midnight may not exist on a DST day in a few zones; fromisoformat+tz picks the right offset.
+    # Midnight does not exist on a few zones' DST days (Santiago, Havana: 00:00 -> 01:00).  fold=0
+    # gives it the offset from before the gap, which lands on the day's first real instant.
     return datetime(day.year, day.month, day.day, tzinfo=tz).astimezone(UTC)
 
 

@@ -1,0 +1,398 @@
+"""The figures the alert rules need beyond the snapshot (guide section 4, "Set Up Alerts").
+
+Each rule asks one question over a short window ("more than 10 failed
+payments in 1 hour", "success rate < 95 %"), sometimes per subject (per
+currency, per specialist), and its message shows what is wrong (top decline
+codes, revenue at risk).  Same shape as ``payments.py``: a named
+``*_pipeline`` builder per query, starting from ``valid_stages``, computed in
+the database; the function of the same name without the suffix runs it and
+returns plain data.
+
+``subject`` is the split value: ``""`` when the rule is not split.
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import datetime, timedelta
+
+from pymongo import ASCENDING
+from pymongo.database import Database
+
+from metrics.db import Source
+from metrics.enrollments import DUPLICATE_STATUSES
+from metrics.payments import _currency, _minor_units  # one definition of each
+from metrics.quality import count_valid, valid_stages
+from metrics.schema import SUCCEEDED_STATUSES, Schema
+from metrics.stats import ratio
+from metrics.webhooks import last_received_at
+from metrics.windows import Window, utc
+
+SPLITS = ("currency", "specialist")
+DECIDED_STATUSES = SUCCEEDED_STATUSES + ("failed",)
+
+# A MAD of four numbers can be near 0 by chance; below a quarter of the median
+# it is not trusted, so a spike must be at least "baseline + scale x threshold".
+MIN_SCALE_FRACTION = 0.25
+# 1.4826 x MAD estimates the standard deviation of normally distributed data.
+MAD_TO_SIGMA = 1.4826
+
+SYSTEM_SAMPLES = "system_samples"
+SYSTEM_RETENTION = timedelta(days=30)
+STATE_MAX_TIME_MS = 10_000
+
+
+def subject_expr(split: str | None, schema: Schema) -> dict:
+    """The value a payment is split by: its currency, its specialist, or one subject ``""``."""
+    if split is None:
+        return {"$literal": ""}
+    if split == "currency":
+        return _currency(schema)
+    if split == "specialist":
+        ref = schema.payments.ref("specialistId")
+        return {"$cond": [{"$eq": [{"$type": ref}, "string"]}, ref, "unknown"]}
+    raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+
+
+def _amounts(pairs: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for pair in pairs:
+        out[pair["k"]] = out.get(pair["k"], 0) + int(pair["v"])
+    return dict(sorted(out.items()))
+
+
+def _subject_match(split: str | None, subject: str | None, schema: Schema) -> list[dict]:
+    if split is None or subject is None:
+        return []
+    return [{"$match": {"$expr": {"$eq": [subject_expr(split, schema), subject]}}}]
+
+
+# -- payment outcomes ------------------------------------------------------------
+
+def payment_outcomes_pipeline(window: Window, schema: Schema, split: str | None = None) -> list[dict]:
+    """Succeeded and failed payments created in W per subject and currency: count and amount."""
+    p = schema.payments
+    return [
+        *valid_stages("payments", schema, {p["createdAt"]: window.range()}),
+        {"$match": {p["status"]: {"$in": list(DECIDED_STATUSES)}}},
+        {"$group": {
+            "_id": {"subject": subject_expr(split, schema),
+                    "failed": {"$eq": [p.ref("status"), "failed"]},
+                    "currency": _currency(schema)},
+            "count": {"$sum": 1},
+            "amount": {"$sum": _minor_units(schema)},
+        }},
+    ]
+
+
+def payment_outcomes(src: Source, window: Window, split: str | None = None) -> dict[str, dict]:
+    """``{subject: {"succeeded", "failed", "success_rate", "failed_amount": {cur: minor}}}``.
+
+    ``failed_amount`` is the revenue at risk: what the declined customers tried to pay.
+    A subject with no decided payment in W is absent.
+    """
+    out: dict[str, dict] = {}
+    for row in src.aggregate("payments", payment_outcomes_pipeline(window, src.schema, split)):
+        key = row["_id"]
+        entry = out.setdefault(key["subject"], {"succeeded": 0, "failed": 0, "failed_amount": {}})
+        if key["failed"]:
+            entry["failed"] += row["count"]
+            entry["failed_amount"][key["currency"]] = entry["failed_amount"].get(key["currency"], 0) + int(row["amount"])
+        else:
+            entry["succeeded"] += row["count"]
+    for entry in out.values():
+        entry["success_rate"] = ratio(entry["succeeded"], entry["succeeded"] + entry["failed"])
+        entry["failed_amount"] = dict(sorted(entry["failed_amount"].items()))
+    return dict(sorted(out.items()))
+
+
+def decline_codes_pipeline(window: Window, schema: Schema, limit: int, split: str | None = None,
+                           subject: str | None = None) -> list[dict]:
+    """Failed payments created in W by decline code, with the amount per currency, most first."""
+    p = schema.payments
+    code = {"$cond": [{"$eq": [{"$type": p.ref("failureCode")}, "string"]}, p.ref("failureCode"), "unknown"]}
+    return [
+        *valid_stages("payments", schema, {p["status"]: "failed", p["createdAt"]: window.range()}),
+        *_subject_match(split, subject, schema),
+        {"$group": {"_id": {"code": code, "currency": _currency(schema)},
+                    "count": {"$sum": 1}, "amount": {"$sum": _minor_units(schema)}}},
+        {"$group": {"_id": "$_id.code", "count": {"$sum": "$count"},
+                    "amounts": {"$push": {"k": "$_id.currency", "v": "$amount"}}}},
+        {"$sort": {"count": -1, "_id": 1}},
+        {"$limit": limit},
+    ]
+
+
+def decline_codes(src: Source, window: Window, limit: int = 5, split: str | None = None,
+                  subject: str | None = None) -> list[dict]:
+    """``[{"code", "count", "amount": {cur: minor}}]``: the top decline codes (one subject, or all)."""
+    rows = src.aggregate("payments", decline_codes_pipeline(window, src.schema, limit, split, subject))
+    return [{"code": row["_id"], "count": row["count"], "amount": _amounts(row["amounts"])} for row in rows]
+
+
+# -- refunds ---------------------------------------------------------------------
+
+def refunds_pipeline(window: Window, schema: Schema, split: str | None = None) -> list[dict]:
+    """Payments refunded in W (by ``refundedAt``) per subject and currency: count and amount."""
+    p = schema.payments
+    return [
+        *valid_stages("payments", schema, {p["refundedAt"]: window.range()}),
+        {"$group": {"_id": {"subject": subject_expr(split, schema), "currency": _currency(schema)},
+                    "count": {"$sum": 1}, "amount": {"$sum": _minor_units(schema)}}},
+    ]
+
+
+def refund_outcomes(src: Source, window: Window, split: str | None = None) -> dict[str, dict]:
+    """``{subject: {"refunds", "succeeded", "refund_rate", "refunded_amount": {cur: minor}}}``.
+
+    The spec's ``refund_rate``: refunds in W over payments succeeded in W.
+    """
+    out: dict[str, dict] = {}
+    for subject, outcome in payment_outcomes(src, window, split).items():
+        out[subject] = {"refunds": 0, "succeeded": outcome["succeeded"], "refunded_amount": {}}
+    for row in src.aggregate("payments", refunds_pipeline(window, src.schema, split)):
+        entry = out.setdefault(row["_id"]["subject"], {"refunds": 0, "succeeded": 0, "refunded_amount": {}})
+        entry["refunds"] += row["count"]
+        cur = row["_id"]["currency"]
+        entry["refunded_amount"][cur] = entry["refunded_amount"].get(cur, 0) + int(row["amount"])
+    for entry in out.values():
+        entry["refund_rate"] = ratio(entry["refunds"], entry["succeeded"])
+        entry["refunded_amount"] = dict(sorted(entry["refunded_amount"].items()))
+    return dict(sorted(out.items()))
+
+
+def refunds_by_pipeline(window: Window, schema: Schema, field: str, limit: int) -> list[dict]:
+    p = schema.payments
+    return [
+        *valid_stages("payments", schema, {p["refundedAt"]: window.range()}),
+        {"$group": {"_id": {"$ifNull": [p.ref(field), None]}, "count": {"$sum": 1}}},
+        {"$sort": {"count": -1, "_id": 1}},
+        {"$limit": limit},
+    ]
+
+
+def refunds_by(src: Source, window: Window, field: str = "serviceId", limit: int = 3) -> list[dict]:
+    """Payments refunded in W grouped by one of our payment fields: ``[{"key", "count"}]``."""
+    src.schema.payments[field]  # noqa: B018 - an unknown field fails here, not as an empty list
+    rows = src.aggregate("payments", refunds_by_pipeline(window, src.schema, field, limit))
+    return [{"key": row["_id"], "count": row["count"]} for row in rows]
+
+
+# -- amount spike ----------------------------------------------------------------
+
+def baseline_windows(window: Window, weeks: int) -> list[Window]:
+    """W, then the same stretch of time 1, 2, ... ``weeks`` weeks earlier (same weekday and hour)."""
+    return [Window(window.start - timedelta(weeks=k), window.end - timedelta(weeks=k)) for k in range(weeks + 1)]
+
+
+def amount_totals_pipeline(windows: list[Window], schema: Schema, split: str | None = None) -> list[dict]:
+    """Succeeded amount and count per subject in each window, tagged with the window's index.
+
+    One ``$unionWith`` branch per window: each is an indexed range on
+    ``createdAt``, so the cost follows the windows, not the history.
+    """
+    p = schema.payments
+
+    def branch(k: int, window: Window) -> list[dict]:
+        return [
+            *valid_stages("payments", schema, {p["createdAt"]: window.range()}),
+            {"$match": {p["status"]: {"$in": list(SUCCEEDED_STATUSES)}}},
+            {"$group": {"_id": {"k": {"$literal": k}, "subject": subject_expr(split, schema)},
+                        "amount": {"$sum": _minor_units(schema)}, "count": {"$sum": 1}}},
+        ]
+
+    first, *others = list(enumerate(windows))
+    return branch(*first) + [{"$unionWith": {"coll": p.name, "pipeline": branch(k, w)}} for k, w in others]
+
+
+def robust_score(current: float, baseline: list[float], min_scale_fraction: float = MIN_SCALE_FRACTION) -> dict:
+    """How far ``current`` sits above the baseline, in robust standard deviations.
+
+    ``(current - median) / max(1.4826 x MAD, min_scale_fraction x median)``;
+    ``score`` is ``None`` when there is no baseline or it is all zeros.
+    """
+    if not baseline:
+        return {"median": None, "mad": None, "score": None}
+    median = statistics.median(baseline)
+    mad = statistics.median(abs(b - median) for b in baseline)
+    scale = max(MAD_TO_SIGMA * mad, min_scale_fraction * median)
+    score = (current - median) / scale if scale > 0 else None
+    return {"median": median, "mad": mad, "score": None if score is None else round(score, 2)}
+
+
+def amount_spike(src: Source, window: Window, weeks: int = 4, split: str | None = "currency") -> dict[str, dict]:
+    """Succeeded amount in W against the same window in each of the previous ``weeks`` weeks.
+
+    ``{subject: {"current", "count", "baseline": [amount per earlier week],
+    "baseline_weeks": weeks that had any payment, "median", "mad", "score"}}``.
+    Amounts are per subject; never add currencies, so the default split is currency.
+    """
+    windows = baseline_windows(window, weeks)
+    totals: dict[str, dict[int, dict]] = {}
+    for row in src.aggregate("payments", amount_totals_pipeline(windows, src.schema, split)):
+        totals.setdefault(row["_id"]["subject"], {})[row["_id"]["k"]] = {"amount": int(row["amount"]), "count": row["count"]}
+    out: dict[str, dict] = {}
+    for subject, by_week in sorted(totals.items()):
+        baseline = [by_week.get(k, {"amount": 0})["amount"] for k in range(1, weeks + 1)]
+        current = by_week.get(0, {"amount": 0, "count": 0})
+        out[subject] = {
+            "current": current["amount"],
+            "count": current["count"],
+            "baseline": baseline,
+            "baseline_weeks": sum(1 for k in range(1, weeks + 1) if k in by_week),
+            **robust_score(current["amount"], baseline),
+        }
+    return out
+
+
+def largest_payments_pipeline(window: Window, schema: Schema, limit: int, split: str | None = None,
+                              subject: str | None = None) -> list[dict]:
+    p = schema.payments
+    fields = ("paymentId", "amount", "currency", "status", "customerEmail", "specialistId", "createdAt")
+    return [
+        *valid_stages("payments", schema, {p["createdAt"]: window.range()}),
+        {"$match": {p["status"]: {"$in": list(SUCCEEDED_STATUSES)}}},
+        *_subject_match(split, subject, schema),
+        {"$sort": {p["amount"]: -1, "_id": 1}},
+        {"$limit": limit},
+        {"$project": {p[f]: 1 for f in fields}},
+    ]
+
+
+def largest_payments(src: Source, window: Window, limit: int = 3, split: str | None = None,
+                     subject: str | None = None) -> list[dict]:
+    """The biggest succeeded payments created in W (our field names; email not yet masked)."""
+    p = src.schema.payments
+    fields = ("paymentId", "amount", "currency", "status", "customerEmail", "specialistId", "createdAt")
+    docs = src.aggregate("payments", largest_payments_pipeline(window, src.schema, limit, split, subject))
+    return [{f: d.get(p[f]) for f in fields} for d in docs]
+
+
+# -- webhooks --------------------------------------------------------------------
+
+def webhook_activity(src: Source, window: Window) -> dict:
+    """``{"received": events received in W, "last_received_at": latest before W's end}``."""
+    received = count_valid(src, "webhook_events", {src.schema.webhook_events["receivedAt"]: window.range()})
+    return {"received": received, "last_received_at": last_received_at(src, window.end)}
+
+
+def webhook_errors_pipeline(window: Window, schema: Schema, limit: int) -> list[dict]:
+    w = schema.webhook_events
+    error = {"$cond": [{"$eq": [{"$type": w.ref("error")}, "string"]}, w.ref("error"), "(no error text)"]}
+    return [
+        *valid_stages("webhook_events", schema, {w["receivedAt"]: window.range()}),
+        {"$match": {w["status"]: "failed"}},
+        {"$group": {"_id": error, "count": {"$sum": 1}, "types": {"$addToSet": w.ref("type")}}},
+        {"$sort": {"count": -1, "_id": 1}},
+        {"$limit": limit},
+    ]
+
+
+def webhook_errors(src: Source, window: Window, limit: int = 3) -> list[dict]:
+    """Failed events received in W by error text: ``[{"error", "count", "types"}]``, most first."""
+    rows = src.aggregate("webhook_events", webhook_errors_pipeline(window, src.schema, limit))
+    return [{"error": row["_id"], "count": row["count"], "types": sorted(t for t in row["types"] if isinstance(t, str))}
+            for row in rows]
+
+
+# -- enrollments -----------------------------------------------------------------
+
+def new_pairs_pipeline(window: Window, schema: Schema) -> list[dict]:
+    """(customerId, serviceId) of active or pending enrollments created in W."""
+    e = schema.enrollments
+    return [
+        *valid_stages("enrollments", schema, {e["createdAt"]: window.range()}),
+        {"$match": {e["status"]: {"$in": list(DUPLICATE_STATUSES)}}},
+        {"$group": {"_id": {"customerId": e.ref("customerId"), "serviceId": e.ref("serviceId")}}},
+    ]
+
+
+def pair_counts_pipeline(customers: list, end: datetime, schema: Schema) -> list[dict]:
+    """Active or pending enrollments of these customers created before ``end``, counted per pair.
+
+    One branch per status so that each is an equality plus ``$in`` on the
+    ``(status, customerId, serviceId)`` index.
+    """
+    e = schema.enrollments
+
+    def branch(status: str) -> list[dict]:
+        return valid_stages("enrollments", schema, {e["status"]: status, e["customerId"]: {"$in": customers}},
+                            {"$lt": end})
+
+    first, *others = DUPLICATE_STATUSES
+    return branch(first) + [{"$unionWith": {"coll": e.name, "pipeline": branch(s)}} for s in others] + [
+        {"$group": {"_id": {"customerId": e.ref("customerId"), "serviceId": e.ref("serviceId")},
+                    "count": {"$sum": 1}, "ids": {"$push": "$_id"}, "latest": {"$max": e.ref("createdAt")}}},
+        {"$match": {"count": {"$gt": 1}}},
+        {"$sort": {"count": -1, "_id.customerId": 1, "_id.serviceId": 1}},
+    ]
+
+
+def recent_duplicates(src: Source, window: Window, limit: int = 50) -> list[dict]:
+    """Duplicate enrollments that appeared in W: pairs with more than one active or pending
+    enrollment of which at least one was created in W.
+
+    ``[{"customerId", "serviceId", "count", "enrollment_ids", "latest"}]``.  Two
+    queries: the pairs new in W (few), then all their enrollments, so the cost
+    follows the window rather than the whole history.
+    """
+    new_pairs = {(r["_id"].get("customerId"), r["_id"].get("serviceId"))
+                 for r in src.aggregate("enrollments", new_pairs_pipeline(window, src.schema))}
+    if not new_pairs:
+        return []
+    customers = sorted({c for c, _ in new_pairs if c is not None}, key=str)
+    rows = src.aggregate("enrollments", pair_counts_pipeline(customers, window.end, src.schema))
+    out = []
+    for row in rows:
+        pair = (row["_id"].get("customerId"), row["_id"].get("serviceId"))
+        if pair in new_pairs:
+            out.append({"customerId": pair[0], "serviceId": pair[1], "count": row["count"],
+                        "enrollment_ids": [str(i) for i in row["ids"]], "latest": utc(row["latest"])})
+    return out[:limit]
+
+
+# -- database connections ----------------------------------------------------------
+
+def current_connections(src: Source) -> int | None:
+    """Open connections as the server counts them; ``None`` when the user may not ask
+    (``serverStatus`` needs ``clusterMonitor``)."""
+    try:
+        status = src.db.client.admin.command("serverStatus", maxTimeMS=src.max_time_ms)
+    except Exception:  # noqa: BLE001 - a permission error means "not known", never 0
+        return None
+    current = status.get("connections", {}).get("current")
+    return int(current) if isinstance(current, (int, float)) else None
+
+
+def ensure_system_indexes(state_db: Database) -> None:
+    state_db[SYSTEM_SAMPLES].create_index([("at", ASCENDING)], name="at_ttl",
+                                          expireAfterSeconds=int(SYSTEM_RETENTION.total_seconds()))
+
+
+def record_connections(state_db: Database, at: datetime, connections: int | None) -> None:
+    """Keep one sample per worker cycle: the baseline is built from them."""
+    if connections is not None:
+        state_db[SYSTEM_SAMPLES].insert_one({"at": utc(at), "connections": connections})
+
+
+def connections_pipeline(window: Window) -> list[dict]:
+    return [
+        {"$match": {"at": {"$gte": window.start, "$lte": window.end}, "connections": {"$type": "number"}}},
+        {"$sort": {"at": 1}},
+        {"$group": {"_id": None, "samples": {"$sum": 1}, "current": {"$last": "$connections"},
+                    "median": {"$median": {"input": "$connections", "method": "approximate"}}}},
+    ]
+
+
+def connections_vs_baseline(state_db: Database, window: Window) -> dict:
+    """The latest connection count against the median of the samples in W (its normal).
+
+    ``{"current", "median", "samples", "ratio"}``; ``ratio`` is ``None`` without samples.
+    """
+    rows = list(state_db[SYSTEM_SAMPLES].aggregate(connections_pipeline(window), maxTimeMS=STATE_MAX_TIME_MS))
+    if not rows:
+        return {"current": None, "median": None, "samples": 0, "ratio": None}
+    row = rows[0]
+    median = float(row["median"][0] if isinstance(row["median"], list) else row["median"])
+    return {"current": row["current"], "median": median, "samples": row["samples"],
+            "ratio": round(row["current"] / median, 2) if median else None}

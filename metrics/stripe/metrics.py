@@ -1,0 +1,388 @@
+"""Stripe-side metrics, read from the mirror only (no Stripe call).
+
+Definitions (``docs/stripe.md`` says the same for people):
+
+* **PaymentIntents over W** (by ``created``): ``succeeded`` = status
+  ``succeeded``; ``failed`` = not succeeded and carrying a
+  ``last_payment_error`` (a declined or failed attempt, as Stripe records it);
+  ``success_rate`` = succeeded / (succeeded + failed), ``None`` when both are
+  0.  PaymentIntents waiting for a card or for 3-D Secure are in neither.
+  ``decline_codes`` counts the failed ones by ``decline_code`` (else ``code``).
+* **Refunds over W** (by the refund's ``created``): succeeded refunds, count and
+  amount per currency; ``refund_rate`` = refunds / succeeded PaymentIntents in W.
+* **Disputes**: created in W (count, amount per currency), and open now
+  (``needs_response``, ``under_review`` and their ``warning_`` forms).
+* **Webhook delivery backlog**: events older than 5 minutes (and younger than
+  Stripe's 3 days of retries) with ``pending_webhooks > 0``.
+  **Delivery success over W**: of the guide's event types created in W and
+  older than 5 minutes, the share with ``pending_webhooks == 0``.
+* **Endpoints**: each configured webhook endpoint, enabled or not, and which
+  of the guide's events no enabled endpoint receives.
+* **API**: our client's calls over W (every HTTP attempt, retries included):
+  error rate = network errors, 429s and 5xx over all calls; latency avg/p95.
+
+A figure the mirror cannot know is ``None`` with a reason, never 0: the mirror
+has not synced yet, the server has no disputes or endpoints (localstripe), or
+the restricted key lacks a permission.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pymongo.database import Database
+
+from metrics.settings import Settings
+from metrics.stats import PERCENTILE, ratio, read_duration_stats
+from metrics.stripe import store
+from metrics.stripe.client import ERROR_KINDS
+from metrics.stripe.mirror import WEBHOOK_RETRY_DAYS
+from metrics.stripe.store import MirrorStore
+from metrics.windows import Window, iso, last, utc
+
+# The events the guide's webhook endpoint subscribes to (section 3, "Configure Webhook").
+GUIDE_EVENTS = ("payment_intent.succeeded", "payment_intent.payment_failed", "charge.refunded", "charge.dispute.created")
+DELIVERY_GRACE = timedelta(minutes=5)
+OPEN_DISPUTE_STATUSES = ("warning_needs_response", "needs_response", "warning_under_review", "under_review")
+DASHBOARD = "https://dashboard.stripe.com"
+
+
+# --- Links to Stripe's dashboard ----------------------------------------------------
+
+def dashboard_url(kind: str, object_id: str | None, livemode: bool | None = False) -> str | None:
+    """The Stripe dashboard page of an object (test-mode objects live under ``/test``)."""
+    if not object_id:
+        return None
+    path = {"payment_intent": "payments", "charge": "payments", "refund": "payments",
+            "dispute": "disputes", "event": "events", "webhook_endpoint": "webhooks"}[kind]
+    prefix = "" if livemode else "/test"
+    return f"{DASHBOARD}{prefix}/{path}/{object_id}"
+
+
+# --- Sync state: is there anything to read? --------------------------------------------
+
+def resource_status(ms: MirrorStore) -> dict[str, dict]:
+    """Each resource's last sync outcome: ``{"disputes": {"status": "unavailable", "error": ...}}``."""
+    rows = ms.find(store.SYNC_STATE, {"_id": {"$ne": "sync-lease"}},
+                   projection={"status": 1, "error": 1, "synced_at": 1, "checked_at": 1, "coverage_start": 1, "cursor": 1})
+    return {row["_id"]: {k: row.get(k) for k in ("status", "error", "synced_at", "checked_at", "coverage_start")} for row in rows}
+
+
+def _available(status: dict[str, dict], resource: str) -> tuple[bool, str | None]:
+    """Whether the mirror holds ``resource`` (synced at least once), else why not."""
+    row = status.get(resource)
+    if row is None:
+        return False, "the Stripe mirror has not synced yet"
+    if row.get("status") == "unavailable" or row.get("synced_at") is None:
+        return False, row.get("error") or "not synced yet"
+    return True, None
+
+
+def sync_summary(ms: MirrorStore, at: datetime) -> dict:
+    """The mirror's last sync, the last good one, and API calls per sync over the last 24 h."""
+    runs = ms.find(store.SYNC_RUNS, {"started_at": {"$lt": at}, "skipped": None}, sort=[("started_at", -1)], limit=1)
+    last_ok = ms.find(store.SYNC_RUNS, {"started_at": {"$lt": at}, "ok": True}, sort=[("started_at", -1)], limit=1)
+    day = ms.aggregate(store.SYNC_RUNS, [
+        {"$match": {"started_at": {"$gte": at - timedelta(hours=24), "$lt": at}, "skipped": None}},
+        {"$group": {"_id": None, "runs": {"$sum": 1}, "calls": {"$avg": "$calls"}, "max": {"$max": "$calls"},
+                    "failed": {"$sum": {"$cond": ["$ok", 0, 1]}}}},
+    ])
+    run = runs[0] if runs else None
+    ok = last_ok[0] if last_ok else None
+    return {
+        "last_run_at": iso(run["started_at"]) if run else None,
+        "last_run_ok": run["ok"] if run else None,
+        "last_error": run.get("error") if run else None,
+        "last_ok_at": iso(ok["finished_at"]) if ok else None,
+        "synced_through": iso(ok["synced_through"]) if ok and ok.get("synced_through") else None,
+        "calls_last": run["calls"] if run else None,
+        "calls_per_sync_24h": {"runs": day[0]["runs"], "avg": round(day[0]["calls"], 1), "max": day[0]["max"],
+                               "failed": day[0]["failed"]} if day else {"runs": 0, "avg": None, "max": None, "failed": 0},
+        "resources": {name: {"status": row.get("status"), "error": row.get("error")}
+                      for name, row in sorted(resource_status(ms).items())},
+    }
+
+
+# --- PaymentIntents ---------------------------------------------------------------------
+
+def payments_pipeline(window: Window) -> list[dict]:
+    failed = {"$and": [{"$ne": ["$status", "succeeded"]}, {"$gt": ["$last_payment_error", None]}]}
+    code = {"$ifNull": ["$last_payment_error.decline_code", {"$ifNull": ["$last_payment_error.code", "unknown"]}]}
+    return [
+        {"$match": {"created": window.range()}},
+        {"$facet": {
+            "by_status": [{"$group": {"_id": {"status": "$status", "failed": failed, "currency": "$currency"},
+                                      "count": {"$sum": 1}, "amount": {"$sum": "$amount"}}}],
+            "declines": [{"$match": {"$expr": failed}}, {"$group": {"_id": code, "count": {"$sum": 1}}},
+                         {"$sort": {"count": -1, "_id": 1}}],
+        }},
+    ]
+
+
+def payment_summary(ms: MirrorStore, window: Window) -> dict | None:
+    """PaymentIntents created in W as Stripe sees them; ``None`` before the first sync."""
+    ok, _ = _available(resource_status(ms), "payment_intents")
+    if not ok:
+        return None
+    rows = ms.aggregate(store.PAYMENT_INTENTS, payments_pipeline(window))[0]
+    succeeded = failed = created = 0
+    amount: dict[str, int] = {}
+    by_status: dict[str, int] = {}
+    for row in rows["by_status"]:
+        key, count = row["_id"], row["count"]
+        created += count
+        by_status[key.get("status") or "unknown"] = by_status.get(key.get("status") or "unknown", 0) + count
+        if key.get("status") == "succeeded":
+            succeeded += count
+            cur = key.get("currency") or "unknown"
+            amount[cur] = amount.get(cur, 0) + int(row["amount"] or 0)
+        elif key.get("failed"):
+            failed += count
+    return {
+        "created": created,
+        "succeeded": succeeded,
+        "failed": failed,
+        "success_rate": ratio(succeeded, succeeded + failed),
+        "amount_succeeded": dict(sorted(amount.items())),
+        "by_status": dict(sorted(by_status.items())),
+        "decline_codes": {row["_id"]: row["count"] for row in rows["declines"]},
+    }
+
+
+def failed_payment_intents(ms: MirrorStore, window: Window, limit: int = 50) -> list[dict]:
+    """The newest failed PaymentIntents in W, with their decline code and dashboard link."""
+    docs = ms.find(store.PAYMENT_INTENTS, {"created": window.range(), "status": {"$ne": "succeeded"},
+                                           "last_payment_error": {"$ne": None}},
+                   sort=[("created", -1)], limit=limit)
+    return [{
+        "id": d["_id"], "created": iso(d.get("created")), "amount": d.get("amount"), "currency": d.get("currency"),
+        "status": d.get("status"),
+        "decline_code": (d.get("last_payment_error") or {}).get("decline_code") or (d.get("last_payment_error") or {}).get("code"),
+        "message": (d.get("last_payment_error") or {}).get("message"),
+        "stripe_url": dashboard_url("payment_intent", d["_id"], d.get("livemode")),
+    } for d in docs]
+
+
+# --- Refunds ----------------------------------------------------------------------------
+
+def refund_summary(ms: MirrorStore, window: Window, succeeded: int | None) -> dict | None:
+    ok, _ = _available(resource_status(ms), "refunds")
+    if not ok:
+        return None
+    rows = ms.aggregate(store.REFUNDS, [
+        {"$match": {"created": window.range(), "status": "succeeded"}},
+        {"$group": {"_id": "$currency", "count": {"$sum": 1}, "amount": {"$sum": "$amount"}}},
+    ])
+    count = sum(r["count"] for r in rows)
+    return {
+        "count": count,
+        "amount": {r["_id"] or "unknown": int(r["amount"] or 0) for r in sorted(rows, key=lambda r: r["_id"] or "")},
+        "refund_rate": ratio(count, succeeded) if succeeded is not None else None,
+    }
+
+
+# --- Disputes ---------------------------------------------------------------------------
+
+def disputes_created_count(ms: MirrorStore, window: Window) -> int | None:
+    """Disputes created in W (the disputes rule); ``None`` when the mirror has no disputes to read."""
+    ok, _ = _available(resource_status(ms), "disputes")
+    if not ok:
+        return None
+    return ms.count(store.DISPUTES, {"created": window.range()})
+
+
+def dispute_summary(ms: MirrorStore, window: Window) -> dict:
+    """Disputes created in W and open now; ``available: False`` with the reason when unknown."""
+    ok, reason = _available(resource_status(ms), "disputes")
+    if not ok:
+        return {"available": False, "reason": reason}
+    rows = ms.aggregate(store.DISPUTES, [
+        {"$facet": {
+            "created": [{"$match": {"created": window.range()}},
+                        {"$group": {"_id": "$currency", "count": {"$sum": 1}, "amount": {"$sum": "$amount"}}}],
+            "open": [{"$match": {"status": {"$in": list(OPEN_DISPUTE_STATUSES)}}},
+                     {"$group": {"_id": "$currency", "count": {"$sum": 1}, "amount": {"$sum": "$amount"}}}],
+            "by_status": [{"$group": {"_id": "$status", "count": {"$sum": 1}}}],
+            "by_reason": [{"$match": {"created": window.range()}}, {"$group": {"_id": "$reason", "count": {"$sum": 1}}}],
+        }},
+    ])[0]
+
+    def money(group: list[dict]) -> dict[str, int]:
+        return {r["_id"] or "unknown": int(r["amount"] or 0) for r in sorted(group, key=lambda r: r["_id"] or "")}
+
+    return {
+        "available": True,
+        "created": sum(r["count"] for r in rows["created"]),
+        "created_amount": money(rows["created"]),
+        "open": sum(r["count"] for r in rows["open"]),
+        "open_amount": money(rows["open"]),
+        "by_status": {r["_id"]: r["count"] for r in sorted(rows["by_status"], key=lambda r: str(r["_id"]))},
+        "by_reason": {r["_id"]: r["count"] for r in sorted(rows["by_reason"], key=lambda r: str(r["_id"]))},
+    }
+
+
+def recent_disputes(ms: MirrorStore, window: Window, limit: int = 50) -> list[dict]:
+    docs = ms.find(store.DISPUTES, {"$or": [{"created": window.range()}, {"status": {"$in": list(OPEN_DISPUTE_STATUSES)}}]},
+                   sort=[("created", -1)], limit=limit)
+    return [{
+        "id": d["_id"], "created": iso(d.get("created")), "amount": d.get("amount"), "currency": d.get("currency"),
+        "status": d.get("status"), "reason": d.get("reason"), "payment_intent": d.get("payment_intent"),
+        "evidence_due_by": iso(d.get("evidence_due_by")),
+        "stripe_url": dashboard_url("dispute", d["_id"], d.get("livemode")),
+    } for d in docs]
+
+
+# --- Webhook delivery ---------------------------------------------------------------------
+
+def _delivery_reported(ms: MirrorStore, at: datetime) -> bool:
+    """Whether the server reports ``pending_webhooks`` at all (localstripe does not)."""
+    return ms.count(store.EVENTS, {"created": {"$lt": at}, "pending_webhooks": {"$type": "number"}}) > 0
+
+
+def backlog_filter(at: datetime) -> dict:
+    return {"created": {"$gte": at - timedelta(days=WEBHOOK_RETRY_DAYS), "$lt": at - DELIVERY_GRACE},
+            "pending_webhooks": {"$gt": 0}}
+
+
+def webhook_backlog_count(ms: MirrorStore, at: datetime) -> int | None:
+    """Events older than 5 min still waiting for delivery (the backlog rule); ``None`` when unknown."""
+    ok, _ = _available(resource_status(ms), "events")
+    if not ok or not _delivery_reported(ms, at):
+        return None
+    return ms.count(store.EVENTS, backlog_filter(at))
+
+
+def webhook_delivery(ms: MirrorStore, window: Window, at: datetime) -> dict:
+    ok, reason = _available(resource_status(ms), "events")
+    if ok and not _delivery_reported(ms, at):
+        ok, reason = False, "this Stripe server does not report webhook deliveries (pending_webhooks)"
+    if not ok:
+        return {"available": False, "reason": reason, "backlog": None, "oldest_pending_at": None,
+                "delivery_success": None, "events": None}
+    oldest = ms.find_one(store.EVENTS, backlog_filter(at), sort=[("created", 1)], projection={"created": 1})
+    end = min(window.end, at - DELIVERY_GRACE)
+    rows = ms.aggregate(store.EVENTS, [
+        {"$match": {"created": {"$gte": window.start, "$lt": end}, "type": {"$in": list(GUIDE_EVENTS)},
+                    "pending_webhooks": {"$type": "number"}}},
+        {"$group": {"_id": None, "events": {"$sum": 1},
+                    "delivered": {"$sum": {"$cond": [{"$eq": ["$pending_webhooks", 0]}, 1, 0]}}}},
+    ]) if end > window.start else []
+    events = rows[0]["events"] if rows else 0
+    return {
+        "available": True,
+        "backlog": ms.count(store.EVENTS, backlog_filter(at)),
+        "oldest_pending_at": iso(oldest["created"]) if oldest else None,
+        "delivery_success": ratio(rows[0]["delivered"], events) if rows else None,
+        "events": events,
+    }
+
+
+def pending_events(ms: MirrorStore, at: datetime, limit: int = 50) -> list[dict]:
+    docs = ms.find(store.EVENTS, backlog_filter(at), sort=[("created", 1)], limit=limit)
+    return [{"id": d["_id"], "type": d.get("type"), "created": iso(d.get("created")),
+             "pending_webhooks": d.get("pending_webhooks"), "object_id": d.get("object_id"),
+             "stripe_url": dashboard_url("event", d["_id"], d.get("livemode"))} for d in docs]
+
+
+# --- Webhook endpoints --------------------------------------------------------------------
+
+def endpoint_status(ms: MirrorStore) -> dict:
+    """The configured endpoints, and what is wrong with them against the guide."""
+    ok, reason = _available(resource_status(ms), "webhook_endpoints")
+    if not ok:
+        return {"available": False, "reason": reason, "items": [], "problems": None}
+    docs = ms.find(store.WEBHOOK_ENDPOINTS, {}, sort=[("created", 1)])
+    items, covered = [], set()
+    for d in docs:
+        events = d.get("enabled_events") or []
+        enabled = d.get("status") == "enabled"
+        receives = set(GUIDE_EVENTS) if "*" in events else set(events) & set(GUIDE_EVENTS)
+        if enabled:
+            covered |= receives
+        items.append({"id": d["_id"], "url": d.get("url"), "status": d.get("status"), "enabled": enabled,
+                      "enabled_events": events, "missing_guide_events": [e for e in GUIDE_EVENTS if e not in receives],
+                      "stripe_url": dashboard_url("webhook_endpoint", d["_id"], d.get("livemode"))})
+    problems = [f"endpoint {i['url']} is {i['status']}" for i in items if not i["enabled"]]
+    if not items:
+        problems.append("no webhook endpoint is configured")
+    missing = [e for e in GUIDE_EVENTS if e not in covered]
+    if missing and items:
+        problems.append("no enabled endpoint receives " + ", ".join(missing))
+    return {"available": True, "reason": None, "items": items, "problems": problems,
+            "enabled": sum(1 for i in items if i["enabled"]), "missing_guide_events": missing}
+
+
+def endpoint_problem_count(ms: MirrorStore) -> int | None:
+    """Disabled endpoints plus missing guide subscriptions (the endpoint rule); ``None`` when unknown."""
+    status = endpoint_status(ms)
+    return None if not status["available"] else len(status["problems"])
+
+
+# --- Our client's API health ----------------------------------------------------------------
+
+def api_summary(ms: MirrorStore, window: Window) -> dict:
+    """Calls our client made in W (retries included), errors, error rate and latency."""
+    rows = ms.aggregate(store.API_CALLS, [
+        {"$match": {"at": window.range()}},
+        {"$facet": {
+            "kinds": [{"$group": {"_id": "$kind", "count": {"$sum": 1}}}],
+            "latency": [{"$group": {"_id": None, "count": {"$sum": 1}, "avg": {"$avg": "$ms"},
+                                    "p95": {"$percentile": {"input": "$ms", "p": [PERCENTILE], "method": "approximate"}}}}],
+        }},
+    ])[0]
+    kinds = {r["_id"]: r["count"] for r in rows["kinds"]}
+    calls = sum(kinds.values())
+    errors = sum(kinds.get(k, 0) for k in ERROR_KINDS)
+    return {"calls": calls, "errors": errors, "error_rate": ratio(errors, calls),
+            "latency_ms": read_duration_stats(rows["latency"]), "by_kind": dict(sorted(kinds.items()))}
+
+
+def api_unreachable_minutes(ms: MirrorStore, at: datetime, horizon: timedelta = timedelta(hours=1)) -> float | None:
+    """How long Stripe has failed us: minutes from the last successful call to the last failed one.
+
+    0 when the latest call succeeded (or failed only with a 4xx: Stripe
+    answered); ``None`` when no call was made in the last ``horizon`` (the
+    worker is not syncing: its heartbeat says so, this rule does not guess).
+    """
+    latest = ms.find_one(store.API_CALLS, {"at": {"$gte": at - horizon, "$lt": at}}, sort=[("at", -1)])
+    if latest is None:
+        return None
+    if latest.get("kind") not in ERROR_KINDS:
+        return 0.0
+    answered = ms.find_one(store.API_CALLS, {"at": {"$lt": at}, "kind": {"$nin": list(ERROR_KINDS)}}, sort=[("at", -1)])
+    since = utc(answered["at"]) if answered else utc(ms.find_one(store.API_CALLS, {"at": {"$lt": at}}, sort=[("at", 1)])["at"])
+    return round(max(0.0, (utc(latest["at"]) - since).total_seconds() / 60), 1)
+
+
+# --- The snapshot's "stripe" key ---------------------------------------------------------------
+
+def stripe_snapshot(db: Database | MirrorStore, settings: Settings, at: datetime | None = None) -> dict[str, Any]:
+    """Every Stripe-side figure at ``at`` (default now), from the mirror."""
+    ms = db if isinstance(db, MirrorStore) else MirrorStore(db=db, max_time_ms=settings.query_timeout_ms)
+    at = utc(at) if at else datetime.now(timezone.utc).replace(microsecond=0)
+    day = last(at, hours=24)
+    payments = payment_summary(ms, day)
+    delivery = webhook_delivery(ms, day, at)
+    disputes = dispute_summary(ms, day)
+    endpoints = endpoint_status(ms)
+    return {
+        "configured": settings.stripe_api_key is not None,
+        "sync": sync_summary(ms, at),
+        "24h": {
+            "payments": payments,
+            "refunds": refund_summary(ms, day, payments["succeeded"] if payments else None),
+            "disputes": {"created": disputes["created"], "amount": disputes["created_amount"]} if disputes["available"] else None,
+            "webhooks": {"delivery_success": delivery["delivery_success"], "events": delivery["events"]},
+            "api": api_summary(ms, day),
+        },
+        "disputes": ({k: disputes[k] for k in ("open", "open_amount", "by_status")} if disputes["available"]
+                     else {"open": None, "reason": disputes["reason"]}),
+        "webhooks": {"backlog": delivery["backlog"], "oldest_pending_at": delivery["oldest_pending_at"],
+                     "reason": delivery.get("reason")},
+        "endpoints": ({"count": len(endpoints["items"]), "enabled": endpoints["enabled"], "problems": endpoints["problems"],
+                       "items": [{k: e[k] for k in ("id", "url", "status", "enabled_events", "missing_guide_events")}
+                                 for e in endpoints["items"]]}
+                      if endpoints["available"] else {"count": None, "problems": None, "reason": endpoints["reason"]}),
+        "api": {"unreachable_minutes": api_unreachable_minutes(ms, at)},
+    }
