@@ -232,7 +232,8 @@ def serve(port: int, store_file: Path | None) -> None:
         save()
 
     server.app.cleanup_ctx.append(saver)
-    web.run_app(server.app, host="127.0.0.1", port=port, access_log=None, print=None)
+    # A short grace on SIGTERM: clients keep connections alive, and aiohttp would wait a minute for them.
+    web.run_app(server.app, host="127.0.0.1", port=port, access_log=None, print=None, shutdown_timeout=1)
 
 
 def main(argv: list[str] | None = None) -> None:

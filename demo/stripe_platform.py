@@ -55,6 +55,7 @@ from demo.catalog import (
     handling_time, pick_currency, pick_service,
 )
 from metrics.schema import Schema
+from metrics.stripe.metrics import GUIDE_EVENTS
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ THREE_DS_PASS_RATE = 0.8
 DEFAULT_RATE_PER_MIN = 4.0
 REFUND_SHARE = 0.04  # of completed payments, refunded a few minutes later
 MAX_CATCH_UP = timedelta(seconds=60)
-EVENT_LOOKBACK = timedelta(minutes=10)  # on start, events this recent are handled if the platform has not logged them
+EVENT_LOOKBACK = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ class StripePlatform:
         self.events = db[schema.webhook_events.name]
         self.stats: Counter = Counter()
         self._last: datetime | None = None
-        self._event_cursor: int | None = None
+        # On start, recent events the platform has not logged are handled (Stripe would retry them).
+        self._event_cursor = int((datetime.now(UTC) - EVENT_LOOKBACK).timestamp())
         self._lost_events: set[str] = set()
         self._refunds: list[tuple[datetime, str]] = []  # (due, PaymentIntent id)
 
@@ -128,8 +130,6 @@ class StripePlatform:
         now = (now or datetime.now(UTC)).astimezone(UTC)
         before = Counter(self.stats)
         since = now - timedelta(seconds=5) if self._last is None else max(self._last, now - MAX_CATCH_UP)
-        if self._event_cursor is None:
-            self._event_cursor = int((now - EVENT_LOOKBACK).timestamp())
         if now > since and self.rate_per_min > 0:
             for _ in range(_poisson(self.rng, self.rate_per_min * (now - since).total_seconds() / 60)):
                 self.checkout(now)
@@ -243,6 +243,8 @@ class StripePlatform:
         w = self.schema.webhook_events
         for event in events:
             self._event_cursor = max(self._event_cursor, event["created"])
+            if event["type"] not in GUIDE_EVENTS:
+                continue  # the guide's endpoint subscribes to these only
             if event["id"] in self._lost_events or self.events.find_one({w["eventId"]: event["id"]}, {"_id": 1}):
                 continue
             if event["type"] == "payment_intent.succeeded" and self._lose("webhook"):
@@ -307,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5, help="seconds between ticks")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("stripe").setLevel(logging.WARNING)  # one line per request would drown the launcher's output
     try:
         settings = load_settings()
     except SettingsError as exc:

@@ -13,6 +13,7 @@ returns plain data.
 
 from __future__ import annotations
 
+import math
 import statistics
 from datetime import datetime, timedelta
 
@@ -31,9 +32,10 @@ from metrics.windows import Window, utc
 SPLITS = ("currency", "specialist")
 DECIDED_STATUSES = SUCCEEDED_STATUSES + ("failed",)
 
-# A MAD of four numbers can be near 0 by chance; below a quarter of the median
-# it is not trusted, so a spike must be at least "baseline + scale x threshold".
-MIN_SCALE_FRACTION = 0.25
+# The MAD of four weekly figures can be near 0 by chance; the scale is never
+# taken below this share of the median.
+MIN_SCALE_FRACTION = 0.1
+MIN_BASELINE_WEEKS = 3
 # 1.4826 x MAD estimates the standard deviation of normally distributed data.
 MAD_TO_SIGMA = 1.4826
 
@@ -185,62 +187,66 @@ def baseline_windows(window: Window, weeks: int) -> list[Window]:
     return [Window(window.start - timedelta(weeks=k), window.end - timedelta(weeks=k)) for k in range(weeks + 1)]
 
 
-def amount_totals_pipeline(windows: list[Window], schema: Schema, split: str | None = None) -> list[dict]:
-    """Succeeded amount and count per subject in each window, tagged with the window's index.
-
-    One ``$unionWith`` branch per window: each is an indexed range on
-    ``createdAt``, so the cost follows the windows, not the history.
-    """
+def amount_stats_pipeline(window: Window, schema: Schema, split: str | None = None) -> list[dict]:
+    """Succeeded payments created in W per subject: count, sum and sum of squares of the amount."""
     p = schema.payments
-
-    def branch(k: int, window: Window) -> list[dict]:
-        return [
-            *valid_stages("payments", schema, {p["createdAt"]: window.range()}),
-            {"$match": {p["status"]: {"$in": list(SUCCEEDED_STATUSES)}}},
-            {"$group": {"_id": {"k": {"$literal": k}, "subject": subject_expr(split, schema)},
-                        "amount": {"$sum": _minor_units(schema)}, "count": {"$sum": 1}}},
-        ]
-
-    first, *others = list(enumerate(windows))
-    return branch(*first) + [{"$unionWith": {"coll": p.name, "pipeline": branch(k, w)}} for k, w in others]
+    amount = _minor_units(schema)
+    return [
+        *valid_stages("payments", schema, {p["createdAt"]: window.range()}),
+        {"$match": {p["status"]: {"$in": list(SUCCEEDED_STATUSES)}}},
+        {"$group": {"_id": subject_expr(split, schema), "count": {"$sum": 1}, "sum": {"$sum": amount},
+                    "sumsq": {"$sum": {"$multiply": [{"$toDouble": amount}, {"$toDouble": amount}]}}}},
+    ]
 
 
-def robust_score(current: float, baseline: list[float], min_scale_fraction: float = MIN_SCALE_FRACTION) -> dict:
-    """How far ``current`` sits above the baseline, in robust standard deviations.
+def robust_score(current_mean: float, current_count: int, weekly_means: list[float], pooled_sd: float,
+                 min_weeks: int = MIN_BASELINE_WEEKS) -> dict:
+    """How unusual this window's average amount is, in robust standard deviations.
 
-    ``(current - median) / max(1.4826 x MAD, min_scale_fraction x median)``;
-    ``score`` is ``None`` when there is no baseline or it is all zeros.
+    ``(mean - median of the weekly means) / scale``, where the scale is the
+    larger of 1.4826 x MAD of the weekly means (how much that hour varies from
+    week to week) and ``pooled_sd / sqrt(count)`` (how much an average of this
+    many payments varies by chance).  ``score`` is ``None`` with fewer than
+    ``min_weeks`` weeks of baseline or no payment now.
     """
-    if not baseline:
-        return {"median": None, "mad": None, "score": None}
-    median = statistics.median(baseline)
-    mad = statistics.median(abs(b - median) for b in baseline)
-    scale = max(MAD_TO_SIGMA * mad, min_scale_fraction * median)
-    score = (current - median) / scale if scale > 0 else None
+    if len(weekly_means) < min_weeks or not current_count:
+        return {"median": statistics.median(weekly_means) if weekly_means else None, "mad": None, "score": None}
+    median = statistics.median(weekly_means)
+    mad = statistics.median(abs(m - median) for m in weekly_means)
+    scale = max(MAD_TO_SIGMA * mad, pooled_sd / math.sqrt(current_count), MIN_SCALE_FRACTION * median)
+    score = (current_mean - median) / scale if scale > 0 else None
     return {"median": median, "mad": mad, "score": None if score is None else round(score, 2)}
 
 
 def amount_spike(src: Source, window: Window, weeks: int = 4, split: str | None = "currency") -> dict[str, dict]:
-    """Succeeded amount in W against the same window in each of the previous ``weeks`` weeks.
+    """The average succeeded amount in W against the same window in each of the previous ``weeks`` weeks.
 
-    ``{subject: {"current", "count", "baseline": [amount per earlier week],
-    "baseline_weeks": weeks that had any payment, "median", "mad", "score"}}``.
-    Amounts are per subject; never add currencies, so the default split is currency.
+    The average, not the total: more customers (a campaign, a busy day) is
+    not a spike in amounts; a pricing bug or card fraud moves the average.
+    One indexed query per window.  ``{subject: {"mean", "count", "weekly_means",
+    "baseline_weeks", "pooled_sd", "median", "mad", "score"}}``; amounts are
+    never added across currencies, so the default split is currency.
     """
-    windows = baseline_windows(window, weeks)
-    totals: dict[str, dict[int, dict]] = {}
-    for row in src.aggregate("payments", amount_totals_pipeline(windows, src.schema, split)):
-        totals.setdefault(row["_id"]["subject"], {})[row["_id"]["k"]] = {"amount": int(row["amount"]), "count": row["count"]}
+    per_window = [{row["_id"]: row for row in src.aggregate("payments", amount_stats_pipeline(w, src.schema, split))}
+                  for w in baseline_windows(window, weeks)]
     out: dict[str, dict] = {}
-    for subject, by_week in sorted(totals.items()):
-        baseline = [by_week.get(k, {"amount": 0})["amount"] for k in range(1, weeks + 1)]
-        current = by_week.get(0, {"amount": 0, "count": 0})
+    for subject in sorted(set().union(*per_window)):
+        current = per_window[0].get(subject, {"count": 0, "sum": 0})
+        past = [w[subject] for w in per_window[1:] if w.get(subject, {}).get("count")]
+        n = sum(r["count"] for r in past)
+        pooled_sd = 0.0
+        if n:
+            mean = sum(r["sum"] for r in past) / n
+            pooled_sd = math.sqrt(max(0.0, sum(r["sumsq"] for r in past) / n - mean * mean))
+        weekly_means = [r["sum"] / r["count"] for r in past]
+        current_mean = current["sum"] / current["count"] if current["count"] else None
         out[subject] = {
-            "current": current["amount"],
+            "mean": None if current_mean is None else round(current_mean, 1),
             "count": current["count"],
-            "baseline": baseline,
-            "baseline_weeks": sum(1 for k in range(1, weeks + 1) if k in by_week),
-            **robust_score(current["amount"], baseline),
+            "weekly_means": [round(m, 1) for m in weekly_means],
+            "baseline_weeks": len(past),
+            "pooled_sd": round(pooled_sd, 1),
+            **robust_score(current_mean or 0.0, current["count"], weekly_means, pooled_sd),
         }
     return out
 
@@ -270,10 +276,18 @@ def largest_payments(src: Source, window: Window, limit: int = 3, split: str | N
 
 # -- webhooks --------------------------------------------------------------------
 
-def webhook_activity(src: Source, window: Window) -> dict:
-    """``{"received": events received in W, "last_received_at": latest before W's end}``."""
-    received = count_valid(src, "webhook_events", {src.schema.webhook_events["receivedAt"]: window.range()})
-    return {"received": received, "last_received_at": last_received_at(src, window.end)}
+def webhook_activity(src: Source, window: Window, weeks: int = 4) -> dict:
+    """Events received in W, what is usual for W, and the last one received.
+
+    ``{"received", "usual": median of the same window in the previous weeks
+    that received any (``None`` with fewer than two such weeks), "weekly":
+    [...], "last_received_at"}``.  One indexed count per window.
+    """
+    key = src.schema.webhook_events["receivedAt"]
+    counts = [count_valid(src, "webhook_events", {key: w.range()}) for w in baseline_windows(window, weeks)]
+    weekly = [c for c in counts[1:] if c]
+    return {"received": counts[0], "usual": statistics.median(weekly) if len(weekly) >= 2 else None,
+            "weekly": counts[1:], "last_received_at": last_received_at(src, window.end)}
 
 
 def webhook_errors_pipeline(window: Window, schema: Schema, limit: int) -> list[dict]:
@@ -297,58 +311,33 @@ def webhook_errors(src: Source, window: Window, limit: int = 3) -> list[dict]:
 
 # -- enrollments -----------------------------------------------------------------
 
-def new_pairs_pipeline(window: Window, schema: Schema) -> list[dict]:
-    """(customerId, serviceId) of active or pending enrollments created in W."""
+def recent_duplicates_pipeline(window: Window, schema: Schema, limit: int) -> list[dict]:
+    """(customerId, serviceId) pairs with more than one active or pending enrollment created in W."""
     e = schema.enrollments
     return [
         *valid_stages("enrollments", schema, {e["createdAt"]: window.range()}),
         {"$match": {e["status"]: {"$in": list(DUPLICATE_STATUSES)}}},
-        {"$group": {"_id": {"customerId": e.ref("customerId"), "serviceId": e.ref("serviceId")}}},
-    ]
-
-
-def pair_counts_pipeline(customers: list, end: datetime, schema: Schema) -> list[dict]:
-    """Active or pending enrollments of these customers created before ``end``, counted per pair.
-
-    One branch per status so that each is an equality plus ``$in`` on the
-    ``(status, customerId, serviceId)`` index.
-    """
-    e = schema.enrollments
-
-    def branch(status: str) -> list[dict]:
-        return valid_stages("enrollments", schema, {e["status"]: status, e["customerId"]: {"$in": customers}},
-                            {"$lt": end})
-
-    first, *others = DUPLICATE_STATUSES
-    return branch(first) + [{"$unionWith": {"coll": e.name, "pipeline": branch(s)}} for s in others] + [
         {"$group": {"_id": {"customerId": e.ref("customerId"), "serviceId": e.ref("serviceId")},
                     "count": {"$sum": 1}, "ids": {"$push": "$_id"}, "latest": {"$max": e.ref("createdAt")}}},
         {"$match": {"count": {"$gt": 1}}},
-        {"$sort": {"count": -1, "_id.customerId": 1, "_id.serviceId": 1}},
+        {"$sort": {"latest": -1, "_id.customerId": 1, "_id.serviceId": 1}},
+        {"$limit": limit},
     ]
 
 
 def recent_duplicates(src: Source, window: Window, limit: int = 50) -> list[dict]:
-    """Duplicate enrollments that appeared in W: pairs with more than one active or pending
-    enrollment of which at least one was created in W.
+    """Duplicate enrollments that happened in W: ``[{"customerId", "serviceId", "count",
+    "enrollment_ids", "latest"}]``, newest first.
 
-    ``[{"customerId", "serviceId", "count", "enrollment_ids", "latest"}]``.  Two
-    queries: the pairs new in W (few), then all their enrollments, so the cost
-    follows the window rather than the whole history.
+    Both enrollments must be created in W: a webhook handled twice (the
+    guide's reason for a unique index) duplicates within seconds.  The
+    all-time count is the snapshot's ``enrollments.duplicates``; scanning the
+    whole history each minute costs too much on a large platform.
     """
-    new_pairs = {(r["_id"].get("customerId"), r["_id"].get("serviceId"))
-                 for r in src.aggregate("enrollments", new_pairs_pipeline(window, src.schema))}
-    if not new_pairs:
-        return []
-    customers = sorted({c for c, _ in new_pairs if c is not None}, key=str)
-    rows = src.aggregate("enrollments", pair_counts_pipeline(customers, window.end, src.schema))
-    out = []
-    for row in rows:
-        pair = (row["_id"].get("customerId"), row["_id"].get("serviceId"))
-        if pair in new_pairs:
-            out.append({"customerId": pair[0], "serviceId": pair[1], "count": row["count"],
-                        "enrollment_ids": [str(i) for i in row["ids"]], "latest": utc(row["latest"])})
-    return out[:limit]
+    rows = src.aggregate("enrollments", recent_duplicates_pipeline(window, src.schema, limit))
+    return [{"customerId": row["_id"].get("customerId"), "serviceId": row["_id"].get("serviceId"),
+             "count": row["count"], "enrollment_ids": [str(i) for i in row["ids"]], "latest": utc(row["latest"])}
+            for row in rows]
 
 
 # -- database connections ----------------------------------------------------------

@@ -40,7 +40,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from metrics.db import DataSourceUnavailable, state_db
 from metrics.settings import Settings
 from metrics.stripe import store
-from metrics.stripe.client import CallLog, StripeAPI, StripeCallError, StripeOptions, stripe_api
+from metrics.stripe.client import CallLog, StripeAPI, StripeCallError, StripeNotConfigured, StripeOptions, stripe_api
 
 log = logging.getLogger(__name__)
 
@@ -310,8 +310,9 @@ class Mirror:
             finally:
                 self._record_calls(endpoints)
             report.ok = True
-            # Everything created before the earliest listing began is in the mirror.
-            report.synced_through = min(listing_starts) if len(listing_starts) == 3 else None
+            # Everything created before the earliest listing began is in the mirror; Stripe's
+            # ``created`` has whole seconds, so the second the listing began in is not vouched for.
+            report.synced_through = min(listing_starts).replace(microsecond=0) if len(listing_starts) == 3 else None
         except SyncAborted as exc:
             report.error = str(exc)
             log.warning("stripe mirror: sync stopped: %s", exc)
@@ -448,3 +449,13 @@ def sync(settings: Settings, options: StripeOptions | None = None, *, api: Strip
     except PyMongoError as exc:
         raise DataSourceUnavailable(f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from exc
 
+
+def sync_job(settings: Settings) -> SyncReport | None:
+    """The worker's scheduled job: one sync; a problem is logged (and recorded in the run), never raised."""
+    try:
+        return sync(settings)
+    except StripeNotConfigured as exc:
+        log.info("stripe mirror: %s", exc)
+    except DataSourceUnavailable as exc:
+        log.warning("stripe mirror: Paywatch's database is unavailable: %s", exc)
+    return None

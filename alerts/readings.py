@@ -1,0 +1,347 @@
+"""The metrics a rule can watch: how each is read from ``metrics/`` and what
+its message shows when it fires.
+
+Every metric returns one :class:`Reading` per subject (``""`` when the rule is
+not split): the value, the number of samples behind it, and numbers for the
+message.  ``explain`` adds "a sample of what is wrong" (top decline codes,
+revenue at risk, the oldest stuck payments), computed only when a message is
+written.  Nothing here decides anything: :mod:`alerts.state` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable
+
+from pymongo.database import Database
+
+from metrics import format as fmt
+from metrics import payments, probe, signals, webhooks
+from metrics.db import DataSourceUnavailable, Source
+from metrics.settings import Settings
+from metrics.windows import Window, iso, last, parse_instant
+
+if TYPE_CHECKING:
+    from alerts.rules import Rule
+
+SAMPLE_ROWS = 3
+
+
+@dataclass(frozen=True)
+class Reading:
+    subject: str
+    value: float | None
+    samples: int | None = None
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class EvalContext:
+    """What one evaluation reads from: the instant, the platform, Paywatch's own database."""
+
+    settings: Settings
+    at: datetime
+    src: Source | None = None
+    state_db: Database | None = None
+    source_error: str | None = None
+    memo: dict = field(default_factory=dict)
+
+    def source(self) -> Source:
+        if self.src is None or self.source_error:
+            raise DataSourceUnavailable(self.source_error or "no data source")
+        return self.src
+
+    def cached(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """Several rules read the same figures (success rate and failed count): one query per cycle."""
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
+
+    def window(self, rule: "Rule") -> Window:
+        return last(self.at, seconds=rule.window.total_seconds())
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    description: str
+    unit: str  # how values read: rate, ms, count, score, ratio, pct, flag
+    read: Callable[[EvalContext, "Rule"], list[Reading]]
+    explain: Callable[[EvalContext, "Rule", Reading], list[str]] = lambda ctx, rule, reading: []
+    reads: str = "platform"  # platform | state | worker: which failure makes it unknown
+    splits: tuple[str, ...] = ()
+    windowed: bool = True
+    window_word: str = "over"  # how the window reads in a condition: "over 1h", "older than 30m"
+    needs: str | None = None  # a setting without which there is nothing to read
+
+
+def format_value(unit: str, value: float | None) -> str:
+    if value is None:
+        return "–"
+    if unit == "rate":
+        return fmt.rate(value, 2 if abs(value) < 0.1 else 1)
+    if unit == "ms":
+        return fmt.duration(value)
+    if unit == "count":
+        return fmt.count(int(value)) if float(value).is_integer() else f"{value:,.1f}"
+    if unit == "score":
+        return f"{value:.1f}σ"
+    if unit == "ratio":
+        return f"{value:.1f}×"
+    if unit == "pct":
+        return f"{value:.0f}%"
+    if unit == "flag":
+        return "yes" if value else "no"
+    return f"{value:g}"
+
+
+def _email(settings: Settings, email: Any) -> Any:
+    return fmt.mask_email(email) if settings.mask_emails else email
+
+
+# -- webhooks -------------------------------------------------------------------------
+
+def _webhook_summary(ctx: EvalContext, rule: "Rule") -> dict:
+    window = ctx.window(rule)
+    return ctx.cached(("webhooks", window), lambda: webhooks.window_summary(ctx.source(), window))
+
+
+def read_webhook_failure_rate(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    s = _webhook_summary(ctx, rule)
+    return [Reading("", s["failure_rate"], s["processed"] + s["failed"],
+                    {"failed": s["failed"], "processed": s["processed"]})]
+
+
+def read_webhook_p95(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    s = _webhook_summary(ctx, rule)
+    return [Reading("", s["processing_ms"]["p95"], s["processed"] + s["failed"],
+                    {"avg_ms": s["processing_ms"]["avg"]})]
+
+
+def explain_webhook_errors(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    lines = []
+    if "failed" in reading.detail:
+        lines.append(f"{reading.detail['failed']:,} failed of {reading.detail['failed'] + reading.detail['processed']:,} events.")
+    elif reading.detail.get("avg_ms") is not None:
+        lines.append(f"Average processing time {fmt.duration(reading.detail['avg_ms'])}.")
+    errors = signals.webhook_errors(ctx.source(), ctx.window(rule), SAMPLE_ROWS)
+    if errors:
+        lines.append("Most common errors: " + "; ".join(
+            f"{e['error']} ×{e['count']} ({', '.join(e['types'])})" if e["types"] else f"{e['error']} ×{e['count']}"
+            for e in errors))
+    return lines
+
+
+def read_webhooks_received(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    activity = signals.webhook_activity(ctx.source(), ctx.window(rule))
+    # samples = the events this window usually receives: a quiet night is not an outage.
+    usual = activity["usual"]
+    return [Reading("", activity["received"], None if usual is None else int(usual),
+                    {"last_received_at": iso(activity["last_received_at"]), "weekly": activity["weekly"]})]
+
+
+def explain_webhooks_received(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    lines = []
+    if reading.samples is not None:
+        lines.append(f"Usually {reading.samples} events in this window (same time, previous weeks: "
+                     f"{', '.join(str(c) for c in reading.detail.get('weekly', []))}).")
+    last_at = reading.detail.get("last_received_at")
+    if not last_at:
+        return lines + ["No webhook event was ever received."]
+    ago = (ctx.at - parse_instant(last_at)).total_seconds() * 1000
+    return lines + [f"Last event received at {last_at} ({fmt.duration(ago)} before this check)."]
+
+
+# -- payments -------------------------------------------------------------------------
+
+def _outcomes(ctx: EvalContext, rule: "Rule") -> dict[str, dict]:
+    window = ctx.window(rule)
+    return ctx.cached(("outcomes", window, rule.split),
+                      lambda: signals.payment_outcomes(ctx.source(), window, rule.split))
+
+
+def read_success_rate(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    return [Reading(subject, o["success_rate"], o["succeeded"] + o["failed"],
+                    {"failed": o["failed"], "succeeded": o["succeeded"], "failed_amount": o["failed_amount"]})
+            for subject, o in _outcomes(ctx, rule).items()]
+
+
+def read_failed_payments(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    readings = [Reading(subject, o["failed"], o["succeeded"] + o["failed"],
+                        {"failed": o["failed"], "succeeded": o["succeeded"], "failed_amount": o["failed_amount"]})
+                for subject, o in _outcomes(ctx, rule).items()]
+    return readings or ([Reading("", 0, 0)] if rule.split is None else [])
+
+
+def explain_declines(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    lines = [f"{reading.detail.get('failed', 0):,} failed, {reading.detail.get('succeeded', 0):,} succeeded."]
+    if reading.detail.get("failed_amount"):
+        lines.append(f"Revenue at risk (declined amounts): {fmt.money_map(reading.detail['failed_amount'])}.")
+    codes = signals.decline_codes(ctx.source(), ctx.window(rule), SAMPLE_ROWS, rule.split, reading.subject or None)
+    if codes:
+        lines.append("Top decline codes: " + ", ".join(
+            f"{c['code']} ×{c['count']} ({fmt.money_map(c['amount'])})" for c in codes) + ".")
+    return lines
+
+
+def read_refund_rate(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    outcomes = signals.refund_outcomes(ctx.source(), ctx.window(rule), rule.split)
+    return [Reading(subject, o["refund_rate"], o["succeeded"],
+                    {"refunds": o["refunds"], "refunded_amount": o["refunded_amount"]})
+            for subject, o in outcomes.items()]
+
+
+def explain_refunds(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    lines = [f"{reading.detail.get('refunds', 0):,} refunds ({fmt.money_map(reading.detail.get('refunded_amount'))}) "
+             f"against {reading.samples or 0:,} succeeded payments."]
+    top = signals.refunds_by(ctx.source(), ctx.window(rule), "serviceId", SAMPLE_ROWS)
+    if top:
+        lines.append("Most refunded services: " + ", ".join(f"{t['key']} ×{t['count']}" for t in top) + ".")
+    return lines
+
+
+def read_amount_spike(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    spikes = signals.amount_spike(ctx.source(), ctx.window(rule), weeks=4, split=rule.split)
+    return [Reading(subject, s["score"], s["count"],
+                    {"mean": s["mean"], "median": s["median"], "weekly_means": s["weekly_means"]})
+            for subject, s in spikes.items()]
+
+
+def explain_amount_spike(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    currency = reading.subject if rule.split == "currency" else "usd"
+    d = reading.detail
+    lines = [f"Average payment {fmt.money(d.get('mean'), currency)} over {reading.samples or 0} payments, against "
+             f"a usual {fmt.money(d.get('median'), currency)} at this time in the previous weeks "
+             f"({', '.join(fmt.money(m, currency) for m in d.get('weekly_means', []))})."]
+    biggest = signals.largest_payments(ctx.source(), ctx.window(rule), SAMPLE_ROWS, rule.split, reading.subject or None)
+    if biggest:
+        lines.append("Largest: " + "; ".join(
+            f"{p['paymentId']} {fmt.money(p['amount'], p['currency'] or currency)} "
+            f"({_email(ctx.settings, p['customerEmail'])}, {p['specialistId']})" for p in biggest) + ".")
+    return lines
+
+
+def read_stuck(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    minutes = rule.window.total_seconds() / 60
+    count = payments.stuck_count(ctx.source(), ctx.at, minutes)
+    return [Reading("", count, None, {"minutes": minutes})]
+
+
+def explain_stuck(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    stuck = payments.stuck_payments(ctx.source(), ctx.at, reading.detail.get("minutes", 30), limit=50)
+    at_risk: dict[str, int] = {}
+    for p in stuck:
+        if isinstance(p.get("amount"), (int, float)) and p.get("currency"):
+            at_risk[str(p["currency"]).lower()] = at_risk.get(str(p["currency"]).lower(), 0) + int(p["amount"])
+    lines = [f"Revenue at risk: {fmt.money_map(at_risk)}."] if at_risk else []
+    lines.append("Oldest: " + "; ".join(
+        f"{p['paymentId']} {p['status']} since {iso(p['createdAt'])} ({_email(ctx.settings, p['customerEmail'])})"
+        for p in stuck[:SAMPLE_ROWS]) + ".")
+    return lines
+
+
+def read_duplicates(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    pairs = ctx.cached(("duplicates", ctx.window(rule)),
+                       lambda: signals.recent_duplicates(ctx.source(), ctx.window(rule)))
+    return [Reading("", len(pairs), None)]
+
+
+def explain_duplicates(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    pairs = signals.recent_duplicates(ctx.source(), ctx.window(rule), SAMPLE_ROWS)
+    return ["Pairs: " + "; ".join(
+        f"customer {p['customerId']} × service {p['serviceId']}: {p['count']} enrollments ({', '.join(p['enrollment_ids'])})"
+        for p in pairs) + "."] if pairs else []
+
+
+# -- the platform's API (health probe) and its database -----------------------------------
+
+def _probe_summary(ctx: EvalContext, rule: "Rule") -> dict | None:
+    if not ctx.settings.health_url or ctx.state_db is None:
+        return None
+    window = ctx.window(rule)
+    return ctx.cached(("probe", window), lambda: probe.probe_summary(ctx.state_db, window))
+
+
+def _probe_reading(pick: Callable[[dict], float | None]) -> Callable[[EvalContext, "Rule"], list[Reading]]:
+    def read(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+        summary = _probe_summary(ctx, rule)
+        if summary is None:
+            return []
+        last_probe = summary["last"] or {}
+        return [Reading("", pick(summary), summary["samples"],
+                        {"last_status": last_probe.get("status"), "last_error": last_probe.get("error"),
+                         "avg_ms": summary["latency_ms"]["avg"]})]
+    return read
+
+
+def explain_probe(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    d = reading.detail
+    text = f"{reading.samples or 0} probes of {ctx.settings.health_url}; average latency {fmt.duration(d.get('avg_ms'))}"
+    if d.get("last_error"):
+        text += f"; last error: {d['last_error']}"
+    return [text + "."]
+
+
+def read_connections(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    if ctx.state_db is None:
+        return []
+    base = signals.connections_vs_baseline(ctx.state_db, ctx.window(rule))
+    if not base["samples"]:
+        return []
+    return [Reading("", base["ratio"], base["samples"], {"current": base["current"], "median": base["median"]})]
+
+
+def explain_connections(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    return [f"{reading.detail.get('current')} connections now, against a median of "
+            f"{reading.detail.get('median'):.0f} over the window ({reading.samples} samples)."]
+
+
+def read_data_source(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    return [Reading("", 1.0 if ctx.source_error else 0.0, None, {"error": ctx.source_error})]
+
+
+def explain_data_source(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    return [f"Error: {reading.detail['error']}"] if reading.detail.get("error") else []
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("webhook_failure_rate", "failed / (processed + failed) webhook events received in the window", "rate",
+           read_webhook_failure_rate, explain_webhook_errors),
+    Metric("webhook_processing_p95_ms", "p95 of processedAt - receivedAt, events received in the window", "ms",
+           read_webhook_p95, explain_webhook_errors),
+    Metric("webhooks_received", "webhook events received in the window", "count",
+           read_webhooks_received, explain_webhooks_received),
+    Metric("payment_success_rate", "succeeded / (succeeded + failed), payments created in the window", "rate",
+           read_success_rate, explain_declines, splits=signals.SPLITS),
+    Metric("failed_payments", "failed payments created in the window", "count",
+           read_failed_payments, explain_declines, splits=signals.SPLITS),
+    Metric("refund_rate", "refunds in the window / payments succeeded in the window", "rate",
+           read_refund_rate, explain_refunds, splits=signals.SPLITS),
+    Metric("payment_amount_spike", "robust score of the average succeeded amount in the window against the "
+           "same window in the previous four weeks", "score", read_amount_spike, explain_amount_spike, splits=signals.SPLITS),
+    Metric("stuck_payments", "payments pending or processing created more than a window ago", "count",
+           read_stuck, explain_stuck, window_word="older than"),
+    Metric("duplicate_enrollments", "customer/service pairs with several active or pending enrollments, "
+           "one created in the window", "count", read_duplicates, explain_duplicates),
+    Metric("api_latency_p95_ms", "p95 latency of the health probe in the window", "ms",
+           _probe_reading(lambda s: s["latency_ms"]["p95"]), explain_probe, reads="state", needs="PAYWATCH_HEALTH_URL"),
+    Metric("api_error_rate", "failed health probes / all probes in the window", "rate",
+           _probe_reading(lambda s: s["error_rate"]), explain_probe, reads="state", needs="PAYWATCH_HEALTH_URL"),
+    Metric("memory_pct", "average memory use the health endpoint reported in the window", "pct",
+           _probe_reading(lambda s: s["memory_pct"]), explain_probe, reads="state", needs="PAYWATCH_HEALTH_URL"),
+    Metric("db_connections_ratio", "current database connections / their median over the window", "ratio",
+           read_connections, explain_connections, reads="state"),
+    Metric("data_source_unavailable", "1 when the platform's database did not answer this cycle", "flag",
+           read_data_source, explain_data_source, reads="worker", windowed=False),
+)}
+
+
+def explain(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    """The message's sample of what is wrong; a failure here never stops the message."""
+    try:
+        return METRICS[rule.metric].explain(ctx, rule, reading)
+    except DataSourceUnavailable as exc:
+        return [f"(details unavailable: {exc})"]
+    except Exception as exc:  # noqa: BLE001 - the alert matters more than its detail
+        return [f"(details unavailable: {type(exc).__name__})"]

@@ -1,0 +1,330 @@
+"""Alert rules as data: the guide's thresholds (section 4, "Set Up Alerts"),
+each with the runbook steps it points to (section 5, "Runbooks & Procedures").
+
+A rule names a metric of :mod:`alerts.readings`, a comparison and a
+threshold, the window the metric is computed over, how long the condition
+must hold before it fires (``for``), how long it keeps firing after the
+condition clears (``keep_firing_for``, which absorbs flapping), the fewest
+samples worth judging, a severity, an optional split (one alert per currency
+or per specialist) and a repeat interval.  ``paywatch.toml`` changes any
+field of a default rule or adds rules (``[alerts.rules.<id>]``).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from datetime import timedelta
+from statistics import NormalDist
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from alerts.config import AlertsConfig, Duration, human_duration, one_line
+from alerts.readings import METRICS, format_value
+from metrics.settings import Settings, SettingsError
+
+Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
+Severity = Literal["critical", "warning", "info"]
+SEVERITY_ORDER = {"critical": 0, "warning": 1, "info": 2}
+COMPARE = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
+
+EMERGENCY = "Emergency Response: Payment Processing Down"
+REFUND = "Runbook: Process Refund Manually"
+RECONCILE = "Runbook: Reconciliation After Outage"
+STRIPE_STATUS = "https://status.stripe.com/"
+
+
+class Runbook(BaseModel):
+    """What to do: the guide's section the steps come from, the steps, and a link."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    section: str = ""
+    steps: list[str] = Field(default_factory=list)
+    url: str | None = None
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    title: str
+    description: str = ""
+    metric: str
+    comparison: Comparison
+    threshold: float
+    window: Duration = timedelta(hours=1)
+    for_: Duration = Field(default=timedelta(0), alias="for")
+    keep_firing_for: Duration = timedelta(0)
+    min_samples: int = Field(default=0, ge=0)
+    severity: Severity = "warning"
+    runbook: Runbook = Field(default_factory=Runbook)
+    split: Literal["currency", "specialist"] | None = None
+    repeat_interval: Duration | None = None
+    confidence: float | None = Field(default=None, gt=0.5, lt=1)
+    enabled: bool = True
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in METRICS:
+            raise ValueError(f"unknown metric {value!r}; known: {', '.join(sorted(METRICS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _split_supported(self) -> "Rule":
+        if self.split is not None and self.split not in METRICS[self.metric].splits:
+            supported = ", ".join(METRICS[self.metric].splits) or "none"
+            raise ValueError(f"metric {self.metric} cannot be split by {self.split} (supported: {supported})")
+        if self.confidence is not None and METRICS[self.metric].unit != "rate":
+            raise ValueError(f"confidence only applies to rates; {self.metric} is not one")
+        return self
+
+    # What a reader sees -------------------------------------------------------------
+
+    @property
+    def unit(self) -> str:
+        return METRICS[self.metric].unit
+
+    def judged_value(self, value: float | None, samples: int | None) -> float | None:
+        """The value the threshold is compared with.
+
+        With ``confidence``, a rate is judged by the edge of its Wilson
+        interval nearest to "all clear": 2 declines in 30 payments (93 %)
+        is not evidence that the success rate is below 95 %; 22 in 52 is.
+        """
+        if value is None or self.confidence is None or not samples:
+            return value
+        low, high = wilson_interval(value, samples, self.confidence)
+        return high if self.comparison in ("<", "<=") else low if self.comparison in (">", ">=") else value
+
+    def breached(self, value: float | None, samples: int | None) -> bool:
+        """True when the value crosses the threshold on enough samples.
+
+        ``samples`` is ``None`` for a metric without a sample count (a count
+        of failed payments): then there is no minimum to meet.
+        """
+        if value is None:
+            return False
+        if self.min_samples and samples is not None and samples < self.min_samples:
+            return False
+        return COMPARE[self.comparison](self.judged_value(value, samples), self.threshold)
+
+    def threshold_text(self) -> str:
+        if self.unit == "flag":
+            return "= yes"  # a yes/no metric: the threshold is "it happened"
+        return f"{self.comparison} {format_value(self.unit, self.threshold)}"
+
+    def condition_text(self) -> str:
+        """``payment_success_rate < 95.0% over 1h, for 5m`` (the rules listing, the docs)."""
+        text = f"{self.metric} {self.threshold_text()}"
+        if self.window and METRICS[self.metric].windowed:
+            text += f" {METRICS[self.metric].window_word} {human_duration(self.window)}"
+        if self.for_:
+            text += f", for {human_duration(self.for_)}"
+        if self.keep_firing_for:
+            text += f", keep firing {human_duration(self.keep_firing_for)}"
+        if self.min_samples:
+            text += f", at least {self.min_samples} samples"
+        if self.confidence:
+            text += f", {self.confidence:.0%} sure"
+        if self.split:
+            text += f", per {self.split}"
+        return text
+
+    def repeat_every(self, config: AlertsConfig) -> timedelta:
+        return self.repeat_interval if self.repeat_interval is not None else config.repeat_interval
+
+
+def wilson_interval(rate: float, n: int, confidence: float) -> tuple[float, float]:
+    """The Wilson score interval of a proportion (one-sided ``confidence`` on each edge)."""
+    z = NormalDist().inv_cdf(confidence)
+    denominator = 1 + z * z / n
+    center = (rate + z * z / (2 * n)) / denominator
+    margin = z * math.sqrt(max(0.0, rate * (1 - rate)) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, center - margin), min(1.0, center + margin)
+
+
+def default_rules(settings: Settings) -> list[Rule]:
+    """The guide's alerts, with the runbook steps each one points to."""
+    stuck_window = timedelta(minutes=settings.stuck_minutes)
+    rules: list[dict[str, Any]] = [
+        dict(
+            id="webhook_failure_rate", title="Webhook failure rate above 1%", severity="critical",
+            description="Share of webhook events that failed processing (failed / (processed + failed)), by receivedAt.",
+            metric="webhook_failure_rate", comparison=">", threshold=0.01, window="1h", **{"for": "5m"},
+            keep_firing_for="10m", min_samples=10, confidence=0.99,
+            runbook=dict(section=EMERGENCY, url=STRIPE_STATUS, steps=[
+                "Check the webhook delivery logs: tail -f logs/stripe-webhooks.log (the errors below show the most common failure).",
+                "Check Stripe status: https://status.stripe.com/ and the endpoint's deliveries in the Stripe Dashboard (Developers → Webhooks).",
+                "Recovery: a code issue → deploy the fix; a webhook issue → reconfigure the endpoint (signing secret, URL).",
+                "Afterwards run the reconciliation after outage, so payments whose events failed are completed.",
+            ])),
+        dict(
+            id="webhook_processing_slow", title="Webhook processing slower than 10 s (p95)", severity="warning",
+            description="95th percentile of processedAt - receivedAt over events received in the window.",
+            metric="webhook_processing_p95_ms", comparison=">", threshold=10_000, window="15m", **{"for": "5m"},
+            keep_firing_for="10m", min_samples=10,
+            runbook=dict(section=EMERGENCY, steps=[
+                "Check the webhook handler's logs for slow steps: tail -f logs/stripe-webhooks.log.",
+                "If the database is slow: check its connections and load, restart if needed (recovery step).",
+                "Stripe times out slow endpoints and retries: move slow work (emails) off the request, as the guide's 'Optimize Webhook Processing' says (message queue, batched emails).",
+            ])),
+        dict(
+            id="webhooks_missing", title="No webhook received in 1 hour", severity="critical",
+            description="Webhook events received in the window; 0 means Stripe is not reaching the endpoint. "
+                        "Judged only when the same hour of the previous weeks usually receives at least "
+                        "min_samples events (a quiet night is not an outage); without that history, always.",
+            metric="webhooks_received", comparison="<", threshold=1, window="1h", min_samples=5,
+            runbook=dict(section=EMERGENCY, url=STRIPE_STATUS, steps=[
+                "Check Stripe status: https://status.stripe.com/.",
+                "Check the endpoint in the Stripe Dashboard (Developers → Webhooks): failing deliveries, disabled endpoint, wrong URL.",
+                "Check the webhook delivery logs and that the server answers at all (API logs).",
+                "Recovery: reconfigure the endpoint if needed; then run the reconciliation after outage for the gap.",
+            ])),
+        dict(
+            id="payment_success_rate", title="Payment success rate below 95%", severity="critical",
+            description="Succeeded / (succeeded + failed) over payments created in the window.",
+            metric="payment_success_rate", comparison="<", threshold=0.95, window="1h", **{"for": "5m"},
+            keep_firing_for="10m", min_samples=20, confidence=0.99,
+            runbook=dict(section=EMERGENCY, url=STRIPE_STATUS, steps=[
+                "Assess: check Stripe status (https://status.stripe.com/), the API logs for errors and the webhook delivery logs.",
+                "Look at the top decline codes below: one issuer or code points at the card side, a spread at our side.",
+                "Investigate: tail -f logs/payment-errors.log; db.payments.find({ status: \"processing\" }).count().",
+                "If customers are affected: post on the status page and notify them.",
+                "Recovery: deploy a fix for a code issue; retry failed payments manually if needed.",
+            ])),
+        dict(
+            id="failed_payments", title="More than 10 failed payments in 1 hour", severity="warning",
+            description="Payments with status failed created in the window.",
+            metric="failed_payments", comparison=">", threshold=10, window="1h", keep_firing_for="10m",
+            runbook=dict(section=EMERGENCY, steps=[
+                "Look at the top decline codes and the revenue at risk below.",
+                "Check tail -f logs/payment-errors.log and Stripe status (https://status.stripe.com/).",
+                "Weekly review habit: review failed payments for patterns (same card, specialist or service).",
+                "Retry failed payments manually if needed, once the cause is fixed.",
+            ])),
+        dict(
+            id="refund_rate", title="Refund rate above 5%", severity="warning",
+            description="Refunds in the window (by refundedAt) / payments succeeded in the window.",
+            metric="refund_rate", comparison=">", threshold=0.05, window="24h", **{"for": "15m"},
+            keep_firing_for="1h", min_samples=20, confidence=0.99,
+            runbook=dict(section=REFUND, steps=[
+                "See which services the refunds are for (below): a cancelled course refunds its buyers in a wave.",
+                "Check each refund went through the manual refund runbook: Stripe refund, payment set to refunded, enrollment set to refunded.",
+                "If refunds were issued by mistake, contact the customers before the money leaves (Stripe Dashboard).",
+            ])),
+        dict(
+            id="payment_amount_spike", title="Unusual spike in payment amounts", severity="warning",
+            description="Average succeeded amount in the window against the same window in each of the previous "
+                        "four weeks: (average - median of the weekly averages) / max(1.4826 x MAD, standard error "
+                        "of an average of this many payments); at least 3 weeks of history.",
+            metric="payment_amount_spike", comparison=">", threshold=6, window="1h", keep_firing_for="30m",
+            min_samples=5, split="currency",
+            runbook=dict(section=EMERGENCY, steps=[
+                "Look at the largest payments below: a price typo (cents vs units) or card fraud.",
+                "Check the service prices in the catalogue and recent deploys (a pricing bug).",
+                "Monthly review habit: review fraud patterns and suspicious transactions; refund with the manual refund runbook if needed.",
+            ])),
+        dict(
+            id="api_latency", title="API latency above 1 s (p95)", severity="warning",
+            description="95th percentile latency of the health probe (PAYWATCH_HEALTH_URL) in the window.",
+            metric="api_latency_p95_ms", comparison=">", threshold=1000, window="5m", **{"for": "2m"},
+            keep_firing_for="5m", min_samples=3,
+            runbook=dict(section=EMERGENCY, steps=[
+                "Check the API logs for errors and slow requests.",
+                "Check the database (connections, slow queries): if a database issue, check connections and restart if needed.",
+                "Recovery: deploy a fix or roll back (guide section 8) if a deploy caused it.",
+            ])),
+        dict(
+            id="api_error_rate", title="API error rate above 1%", severity="critical",
+            description="Share of health probes that failed (no answer, timeout, or HTTP >= 400) in the window.",
+            metric="api_error_rate", comparison=">", threshold=0.01, window="15m", keep_firing_for="5m", min_samples=5,
+            confidence=0.99,
+            runbook=dict(section=EMERGENCY, steps=[
+                "Assess: check the API logs for errors; check Stripe status (https://status.stripe.com/).",
+                "If customers are affected: post on the status page.",
+                "Recovery: deploy a fix, or roll back the last deploy (guide section 8).",
+            ])),
+        dict(
+            id="db_connections_high", title="Database connections far above normal", severity="warning",
+            description="Current connection count / median of the samples in the window (the worker records one per cycle).",
+            metric="db_connections_ratio", comparison=">", threshold=3, window="24h", **{"for": "5m"},
+            keep_firing_for="10m", min_samples=30,
+            runbook=dict(section=EMERGENCY, steps=[
+                "Database issue: check connections (db.serverStatus().connections) and which clients hold them; restart if needed.",
+                "A leak usually follows a deploy: use connection pooling (guide section 6), one client per process.",
+            ])),
+        dict(
+            id="memory_high", title="Memory usage above 80%", severity="warning",
+            description="Average memory_pct reported by the health endpoint in the window (only when it reports it).",
+            metric="memory_pct", comparison=">", threshold=80, window="5m", **{"for": "5m"}, keep_firing_for="5m",
+            min_samples=1,
+            runbook=dict(section=EMERGENCY, steps=[
+                "Check the API logs and the process memory over time (a leak grows steadily).",
+                "Recovery: restart the application if needed; deploy a fix for a leak.",
+            ])),
+        dict(
+            id="stuck_payments", title="Payments stuck in processing", severity="warning",
+            description=f"Payments pending or processing created before now - window (PAYWATCH_STUCK_MINUTES, "
+                        f"default 30 min).",
+            metric="stuck_payments", comparison=">", threshold=0, window=stuck_window,
+            runbook=dict(section=EMERGENCY, steps=[
+                "Investigate: db.payments.find({ status: \"processing\" }).count() — the oldest are listed below.",
+                "Check each PaymentIntent in the Stripe API (curl .../v1/payment_intents/pi_...): succeeded, failed or still requires_action.",
+                "Check the webhook delivery logs: a missed payment_intent.succeeded leaves a payment processing.",
+                "Recovery: run the reconciliation after outage to bring the records in line with Stripe.",
+            ])),
+        dict(
+            id="duplicate_enrollments", title="Duplicate enrollments", severity="warning",
+            description="(customerId, serviceId) pairs with more than one active or pending enrollment, "
+                        "one of them created in the window.",
+            metric="duplicate_enrollments", comparison=">", threshold=0, window="24h",
+            runbook=dict(section=REFUND, steps=[
+                "Find the pairs below; check whether the customer was also charged twice (db.payments.find for the customer).",
+                "Cancel the extra enrollment; if charged twice, refund with the manual refund runbook (Stripe refund, payment and enrollment set to refunded).",
+                "Root cause: a webhook processed twice; the guide's unique index on stripeEventId prevents it.",
+            ])),
+        dict(
+            id="data_source_unavailable", title="Data source unavailable", severity="critical",
+            description="The platform's MongoDB did not answer; every other rule is unknown until it does.",
+            metric="data_source_unavailable", comparison=">", threshold=0, window=0,
+            runbook=dict(section=EMERGENCY, steps=[
+                "Database issue: check the cluster is up and reachable from this host (network, credentials, IP allow list).",
+                "Check its connections and restart if needed.",
+                "Alerts are unknown meanwhile, not clear: watch the platform by hand until this resolves.",
+            ])),
+    ]
+    return [Rule.model_validate(r) for r in rules]
+
+
+def _build(fields: dict[str, Any], where: str) -> Rule:
+    try:
+        return Rule.model_validate(fields)
+    except ValidationError as exc:
+        raise SettingsError(one_line(exc, where)) from None
+
+
+def load_rules(settings: Settings, config: AlertsConfig) -> list[Rule]:
+    """The default rules with ``[alerts.rules.<id>]`` applied: fields of a default
+    replaced, new rules added.  Disabled rules are kept (the listing shows them)."""
+    rules = {rule.id: rule for rule in default_rules(settings)}
+    for rule_id, table in config.rules.items():
+        where = f"[alerts.rules.{rule_id}]"
+        if not isinstance(table, dict):
+            raise SettingsError(f"configuration error: {where} must be a table")
+        if "id" in table and table["id"] != rule_id:
+            raise SettingsError(f"configuration error: {where}: id must be {rule_id!r} or left out")
+        base = rules[rule_id].model_dump(by_alias=True) if rule_id in rules else {}
+        if "runbook" in table and isinstance(table["runbook"], dict) and "runbook" in base:
+            table = {**table, "runbook": {**base["runbook"], **table["runbook"]}}
+        rules[rule_id] = _build({**base, **table, "id": rule_id}, where)
+    return sorted(rules.values(), key=lambda r: (r.metric == "data_source_unavailable", SEVERITY_ORDER[r.severity], r.id))
+
+
+def find_rule(rules: list[Rule], rule_id: str) -> Rule:
+    for rule in rules:
+        if rule.id == rule_id:
+            return rule
+    raise SettingsError(f"unknown rule {rule_id!r}; known: {', '.join(r.id for r in rules)}")

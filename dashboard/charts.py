@@ -1,0 +1,153 @@
+"""Plotly figures with titles, units and readable axes: one look for every page.
+
+Times arrive as aware UTC datetimes and are drawn as local wall-clock times
+of the configured zone (Plotly ignores offsets), with the zone in the axis
+title.  Durations are drawn in seconds, rates as percentages, money in
+major units with the currency's symbol.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import plotly.graph_objects as go
+import streamlit as st
+
+from metrics.format import SYMBOLS, ZERO_DECIMAL
+
+HEIGHT = 320
+CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"]}
+GOOD, BAD, NEUTRAL, MUTED = "#2e9e5b", "#d64545", "#3b6fd4", "#9aa4b2"
+
+RATE = {"tickformat": ".0%", "hover": ".2%"}  # rates near 100% (success): the axis shows the top band
+FAILURE_RATE = {"tickformat": ".1%", "hover": ".2%"}  # rates near 0%: the axis starts at 0
+COUNT = {"tickformat": ",d", "hover": ",d"}
+SECONDS = {"tickformat": ",.1f", "ticksuffix": " s", "hover": ",.2f"}
+
+
+def money_axis(currency: str) -> dict:
+    cur = currency.lower()
+    symbol = SYMBOLS.get(cur, "")
+    digits = 0 if cur in ZERO_DECIMAL else 2
+    return {"tickformat": ",.0f", "tickprefix": symbol, "hover": f",.{digits}f", "hoverprefix": symbol,
+            "ticksuffix": "" if symbol else f" {cur.upper()}"}
+
+
+def major(minor: float | None, currency: str) -> float | None:
+    """Minor units (cents) to the amount people read ($12.34)."""
+    if minor is None:
+        return None
+    return minor if currency.lower() in ZERO_DECIMAL else minor / 100
+
+
+def local_times(rows: list[dict], tz: ZoneInfo, key: str = "bucket") -> list[datetime]:
+    return [row[key].astimezone(tz).replace(tzinfo=None) for row in rows]
+
+
+def _layout(fig: go.Figure, title: str, y_title: str, axis: dict, x_title: str | None,
+            values: list[float | None], line: float | None = None) -> go.Figure:
+    yaxis = {"title": {"text": y_title}, "tickformat": axis.get("tickformat"),
+             "ticksuffix": axis.get("ticksuffix"), "tickprefix": axis.get("tickprefix"),
+             "rangemode": "tozero", "gridcolor": "rgba(128,128,128,0.15)"}
+    known = [v for v in values if v is not None]
+    if line is not None:
+        known.append(line)
+    if axis is RATE and known:
+        # Rates near 100% are unreadable on a 0-100% axis; show the band that matters.
+        low = min(known)
+        yaxis.update(rangemode=None, range=[max(0.0, low - (1 - low) * 0.5 - 0.005), 1.002], tickformat=".1%")
+    elif known:
+        yaxis["range"] = [0, max(known) * 1.15 or 1]
+        if axis is COUNT:
+            yaxis.update(_count_ticks(max(known)))
+    fig.update_layout(
+        title={"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}},
+        height=HEIGHT,
+        margin={"l": 10, "r": 10, "t": 48, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
+        hovermode="x unified",
+        yaxis=yaxis,
+        xaxis={"title": {"text": x_title} if x_title else None},
+        bargap=0.15,
+    )
+    return fig
+
+
+def _count_ticks(top: float) -> dict:
+    """Whole-number ticks: without a step Plotly labels 0, 0.5, 1 ... as 0, 1, 1."""
+    return {"dtick": 1} if top <= 8 else {"dtick": 2} if top <= 16 else {}
+
+
+def time_chart(rows: list[dict], tz: ZoneInfo, traces: list[tuple[str, list[float | None], str]], *,
+               title: str, y_title: str, axis: dict, kind: str = "line", stacked: bool = False,
+               line: tuple[float, str] | None = None) -> go.Figure:
+    """Values per time bucket: ``traces`` are (name, values, colour); ``line`` a target (value, label)."""
+    x = local_times(rows, tz)
+    fig = go.Figure()
+    hover = f"%{{y:{axis['hover']}}}"
+    if axis.get("hoverprefix"):
+        hover = axis["hoverprefix"] + hover
+    if axis.get("ticksuffix"):
+        hover += axis["ticksuffix"]
+    for name, values, colour in traces:
+        if kind == "bar":
+            fig.add_bar(x=x, y=values, name=name, marker_color=colour, hovertemplate=hover)
+        else:
+            fig.add_scatter(x=x, y=values, name=name, mode="lines+markers" if len(x) <= 48 else "lines",
+                            line={"color": colour, "width": 2}, marker={"size": 4},
+                            connectgaps=False, hovertemplate=hover)
+    if stacked:
+        fig.update_layout(barmode="stack")
+    everything = [v for _, values, _ in traces for v in values]
+    if stacked and traces:
+        everything = [sum(v or 0 for v in col) for col in zip(*(values for _, values, _ in traces))]
+    if line is not None:
+        value, label = line
+        fig.add_hline(y=value, line_dash="dash", line_color=BAD, line_width=1.5,
+                      annotation_text=label, annotation_position="bottom right",
+                      annotation_font_color=BAD)
+    _layout(fig, title, y_title, axis, f"Time ({tz.key})", everything, line[0] if line else None)
+    return fig
+
+
+def bar_chart(labels: list[str], values: list[float], *, title: str, value_title: str, axis: dict = COUNT,
+              colour: str = NEUTRAL, horizontal: bool = True, category_title: str | None = None) -> go.Figure:
+    """One bar per category; horizontal so long labels (decline codes, ids) stay readable."""
+    fig = go.Figure()
+    hover = f"%{{{'x' if horizontal else 'y'}:{axis['hover']}}}<extra></extra>"
+    if horizontal:
+        fig.add_bar(y=labels, x=values, orientation="h", marker_color=colour, hovertemplate="%{y}: " + hover,
+                    text=[f"{v:,}" for v in values], textposition="auto")
+        fig.update_yaxes(autorange="reversed", title={"text": category_title} if category_title else None)
+        fig.update_layout(title={"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}},
+                          height=max(HEIGHT, 28 * len(labels) + 90),
+                          margin={"l": 10, "r": 10, "t": 48, "b": 10},
+                          xaxis={"title": {"text": value_title}, "tickformat": axis.get("tickformat"),
+                                 "rangemode": "tozero", **(_count_ticks(max(values, default=0))
+                                                           if axis is COUNT else {})})
+        return fig
+    fig.add_bar(x=labels, y=values, marker_color=colour, hovertemplate="%{x}: " + hover)
+    _layout(fig, title, value_title, axis, category_title, list(values))
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+def funnel_chart(stages: list[tuple[str, int]], *, title: str) -> go.Figure:
+    fig = go.Figure(go.Funnel(y=[s for s, _ in stages], x=[v for _, v in stages],
+                              textinfo="value+percent initial", marker={"color": NEUTRAL},
+                              hovertemplate="%{y}: %{x:,d}<extra></extra>"))
+    fig.update_layout(title={"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}},
+                      height=HEIGHT, margin={"l": 10, "r": 10, "t": 48, "b": 10})
+    return fig
+
+
+def show(fig: go.Figure, key: str | None = None) -> None:
+    st.plotly_chart(fig, config=CONFIG, theme="streamlit", key=key)
+
+
+def empty(title: str, why: str) -> None:
+    """Where a chart would be when there is nothing to draw: say so, never an empty frame."""
+    with st.container(border=True):
+        st.markdown(f"**{title}**")
+        st.caption(why)

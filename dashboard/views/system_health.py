@@ -1,0 +1,141 @@
+"""System Health: the platform's API as a probe sees it, the database, and Paywatch's own worker."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import streamlit as st
+
+from dashboard import common
+from dashboard.common import Tile, View, dig, md
+from metrics import format as fmt
+from metrics.db import state_db
+from metrics.probe import probe_once, probe_summary, record_probe
+from metrics.quality import data_quality
+from metrics.system import database_health
+from metrics.windows import Window, utc
+
+
+def _now() -> datetime:
+    """This second's end: a probe taken a moment ago is before it."""
+    return datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=1)
+
+
+def main() -> None:
+    common.live(render)
+
+
+def render() -> None:
+    with View("System Health") as view:
+        if view.settings.embedded:
+            st.info("The embedded database is in use: demo and trial data on this machine. "
+                    "Set MONGODB_URI to monitor the platform's real database.", icon=":material/database:")
+        render_probe(view)
+        render_database(view)
+        render_worker(view)
+        render_quality(view)
+
+
+def render_probe(view: View) -> None:
+    st.subheader("Platform API", anchor=False, divider="gray")
+    url = view.settings.health_url
+    if not url:
+        st.info("No health URL is configured, so API latency and error rate are not measured. "
+                "Set PAYWATCH_HEALTH_URL to the platform's health endpoint.", icon=":material/link_off:")
+        return
+    st.caption(f"Probing {md(url)}: the alert worker asks it every "
+               f"{view.settings.eval_interval:g} s while it runs; Probe now asks once from here.")
+    if st.button("Probe now", icon=":material/network_check:"):
+        result = probe_once(url)
+        try:
+            record_probe(state_db(view.settings), result)
+        except Exception as exc:  # noqa: BLE001 - the result is still worth showing
+            st.warning(f"Probe result not recorded: {md(str(exc).splitlines()[0][:200])}")
+        common.clear_state_cache()
+        outcome = (f"answered HTTP {result.status} in {fmt.duration(result.latency_ms)}" if result.ok
+                   else f"failed: {md(result.error)}")
+        (st.success if result.ok else st.error)(f"Probe {outcome}.")
+    # Live, the window runs to this second: a probe just taken belongs in it.
+    window = view.window if view.range.frozen else Window(view.window.start, max(view.window.end, _now()))
+    summary = view.state(probe_summary, window)
+    if summary is None:
+        st.warning("Probe results could not be read from Paywatch's database.")
+        return
+    if not summary["samples"]:
+        st.caption("No probe results in this range yet.")
+        return
+    last = summary["last"] or {}
+    view.tiles([
+        Tile("API latency (avg)", fmt.duration(dig(summary, "latency_ms", "avg")),
+             note=f"p95 {fmt.duration(dig(summary, 'latency_ms', 'p95'))}",
+             help="The guide alerts when API latency exceeds 1 second."),
+        Tile("API error rate", fmt.rate(summary["error_rate"], 2), note=f"{fmt.count(summary['samples'])} probes",
+             help="Probes that failed or answered with an HTTP error; the guide alerts above 1%."),
+        Tile("Memory usage", None if summary["memory_pct"] is None else f"{summary['memory_pct']:.1f}%",
+             note=None if summary["memory_pct"] is not None else "not reported by the health endpoint",
+             help="As the health endpoint reports it; the guide alerts above 80%."),
+        Tile("Last probe", view.ago(last.get("at")),
+             note=("ok" if last.get("ok") else f"failed: {last.get('error')}") if last else None),
+    ])
+
+
+def render_database(view: View) -> None:
+    st.subheader("Database", anchor=False, divider="gray")
+    health = view.get(database_health, view.settings.embedded, slow=True, tells_health=False)
+    if health is None:
+        st.caption("Not available.")
+        return
+    connections = health.get("connections") or {}
+    storage = health.get("storage") or {}
+    fs_total = storage.get("fs_total_bytes")
+    view.tiles([
+        Tile("Connections", fmt.count(connections.get("current")) if connections else None,
+             note=(f"{fmt.count(connections.get('available'))} more available" if connections
+                   else "serverStatus not permitted: " + str(health.get("connections_error"))),
+             help="Open connections to the server (serverStatus.connections)."),
+        Tile("Storage", fmt.size(storage.get("storage_bytes")) if storage else None,
+             note=f"data {fmt.size(storage.get('data_bytes'))} · indexes {fmt.size(storage.get('index_bytes'))}"
+             if storage else str(health.get("storage_error")),
+             help="dbStats of the platform database."),
+        Tile("Disk usage", fmt.rate(storage["fs_used_bytes"] / fs_total) if fs_total else None,
+             note=f"{fmt.size(storage.get('fs_used_bytes'))} of {fmt.size(fs_total)}" if fs_total
+             else "not reported by this server"),
+        Tile("Documents", fmt.count(storage.get("objects")) if storage else None,
+             note=f"server {health.get('server_version') or 'version unknown'}"),
+    ])
+    st.caption(f"Server statistics are read every {common.SLOW_TTL_S // 60} minutes.")
+
+
+def render_worker(view: View) -> None:
+    st.subheader("Alert worker", anchor=False, divider="gray")
+    beat = view.state(common.worker_heartbeat)
+    if not beat:
+        st.info("No heartbeat from the alert worker yet: it is not running, or has not started "
+                "(python -m alerts run; make run starts it).", icon=":material/heart_broken:")
+        return
+    at = utc(beat["at"])
+    limit = 3 * view.settings.eval_interval
+    age = (view.at - at).total_seconds()
+    if age > limit:
+        st.warning(f"The alert worker's last heartbeat is {view.ago(at)} ({view.when(at)}): older than "
+                   f"3 × the evaluation interval ({limit:g} s). Alerts may not be evaluated.",
+                   icon=":material/heart_broken:")
+    else:
+        st.success(f"The alert worker is running: last heartbeat {view.ago(at)} ({view.when(at)}).",
+                   icon=":material/favorite:")
+
+
+def render_quality(view: View) -> None:
+    st.subheader("Data quality", anchor=False, divider="gray")
+    quality = view.get(data_quality, slow=True)
+    if quality is None:
+        st.caption("Not available.")
+        return
+    st.dataframe([{"Collection": name, "Invalid documents": counts["invalid"]} for name, counts in quality.items()],
+                 hide_index=True)
+    st.caption("A document is invalid when its time, status or amount is missing or of the wrong type; "
+               "it is left out of every figure (docs/metrics.md).")
+
+
+if __name__ == "__main__":
+    main()

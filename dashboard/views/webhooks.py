@@ -1,0 +1,137 @@
+"""Webhooks: what Stripe sent, how fast the platform handled it, and what failed."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import charts, common
+from dashboard.common import Tile, View, delta_count, delta_ms, delta_rate, dig
+from metrics import format as fmt
+from metrics import series, webhooks
+
+# The guide's alert threshold for the webhook response time (section 4, "Webhook Monitoring").
+SLOW_WEBHOOK_KEY = "webhook_processing_ms"
+
+
+def main() -> None:
+    common.live(render)
+
+
+def render() -> None:
+    with View("Webhooks") as view:
+        summary = view.get(webhooks.window_summary, view.window)
+        before = view.get(webhooks.window_summary, view.previous)
+        buckets = view.get(series.webhook_series, view.window, view.settings.timezone)
+        render_kpis(view, summary, before)
+        render_volume(view, buckets)
+        render_timing(view, buckets)
+        render_types(view)
+        render_latest(view)
+
+
+def _delivery(summary: dict | None) -> float | None:
+    rate = dig(summary, "failure_rate")
+    return None if rate is None else 1 - rate
+
+
+def render_kpis(view: View, summary: dict | None, before: dict | None) -> None:
+    last = view.get(webhooks.last_received_at, view.at)
+
+    def timing(label: str, key: str, stat: str, **more) -> Tile:
+        return Tile(label, None if summary is None else fmt.duration(summary[key][stat]),
+                    delta=delta_ms(dig(summary, key, stat), dig(before, key, stat)), delta_color="inverse", **more)
+
+    view.tiles([
+        Tile("Events received", None if summary is None else fmt.count(summary["received"]),
+             delta=delta_count(dig(summary, "received"), dig(before, "received")), delta_color="off",
+             note=None if summary is None else
+             f"{fmt.count(summary['processed'])} processed · {fmt.count(summary['failed'])} failed"),
+        Tile("Failure rate", None if summary is None else fmt.rate(summary["failure_rate"], 2),
+             delta=delta_rate(dig(summary, "failure_rate"), dig(before, "failure_rate")), delta_color="inverse",
+             target=view.targets["webhook_delivery_rate"], raw=_delivery(summary),
+             help="Failed / (processed + failed). The target is on delivery success, 1 − failure rate.",
+             note=None if summary is None else f"delivery success {fmt.rate(_delivery(summary), 2)}"),
+        Tile("Time since last event", None if last is None and summary is None else view.ago(last),
+             note=None if last is None else f"at {view.when(last)}",
+             help="The guide alerts when no webhook arrives for an hour."),
+        timing("Processing time (avg)", "processing_ms", "avg", help="From received to processed."),
+        timing("Processing time (p95)", "processing_ms", "p95", target=view.targets[SLOW_WEBHOOK_KEY],
+               raw=dig(summary, "processing_ms", "p95"), help="The guide alerts above 10 seconds."),
+        timing("Delivery lag (avg)", "delivery_lag_ms", "avg",
+               note=None if summary is None else f"p95 {fmt.duration(summary['delivery_lag_ms']['p95'])}",
+               help="From Stripe creating the event to the platform receiving it."),
+    ], per_row=3)
+
+
+def render_volume(view: View, buckets: list[dict] | None) -> None:
+    st.subheader("Volume and failures", anchor=False, divider="gray")
+    if not buckets:
+        charts.empty("Events received", "No data for this range.")
+        return
+    unit = series.bucket_unit(view.window)
+    in_flight = [r["received"] - r["processed"] - r["failed"] for r in buckets]
+    left, right = st.columns(2)
+    with left:
+        charts.show(charts.time_chart(
+            buckets, view.tz, [("Processed", [r["processed"] for r in buckets], charts.GOOD),
+                               ("Failed", [r["failed"] for r in buckets], charts.BAD),
+                               ("In flight", in_flight, charts.MUTED)],
+            title=f"Events received per {unit}", y_title="Events", axis=charts.COUNT, kind="bar", stacked=True))
+    with right:
+        target = view.targets["webhook_delivery_rate"]
+        charts.show(charts.time_chart(
+            buckets, view.tz, [("Failure rate", [r["failure_rate"] for r in buckets], charts.BAD)],
+            title=f"Failure rate per {unit}", y_title="Failure rate", axis=charts.FAILURE_RATE,
+            line=(1 - target.target, f"limit {fmt.rate(1 - target.target, 0)} (delivery {target.describe()})")))
+
+
+def render_timing(view: View, buckets: list[dict] | None) -> None:
+    st.subheader("Timing", anchor=False, divider="gray")
+    if not buckets:
+        charts.empty("Processing time", "No data for this range.")
+        return
+    unit = series.bucket_unit(view.window)
+    slow = view.targets[SLOW_WEBHOOK_KEY]
+
+    def seconds(key: str, stat: str) -> list[float | None]:
+        return [None if r[key][stat] is None else r[key][stat] / 1000 for r in buckets]
+
+    left, right = st.columns(2)
+    with left:
+        charts.show(charts.time_chart(
+            buckets, view.tz, [("p95", seconds("processing_ms", "p95"), charts.BAD),
+                               ("average", seconds("processing_ms", "avg"), charts.NEUTRAL)],
+            title=f"Processing time per {unit}", y_title="Seconds", axis=charts.SECONDS,
+            line=(slow.target / 1000, f"alert above {slow.target / 1000:g} s")))
+    with right:
+        charts.show(charts.time_chart(
+            buckets, view.tz, [("p95", seconds("delivery_lag_ms", "p95"), charts.BAD),
+                               ("average", seconds("delivery_lag_ms", "avg"), charts.NEUTRAL)],
+            title=f"Delivery lag per {unit} (Stripe → platform)", y_title="Seconds", axis=charts.SECONDS))
+
+
+def render_types(view: View) -> None:
+    types = view.get(series.webhook_types, view.window, 20)
+    if types:
+        charts.show(charts.bar_chart([t["type"] or "(none)" for t in types], [t["received"] for t in types],
+                                     title="Events by type", value_title="Events received",
+                                     category_title="Stripe event type"))
+
+
+def render_latest(view: View) -> None:
+    st.subheader("Latest events", anchor=False, divider="gray")
+    events = view.get(webhooks.latest_events, view.at, view.settings.latest_events)
+    if not events:
+        st.caption("No events received yet." if events is not None else "Not available.")
+        return
+    st.dataframe(
+        [{"Received": view.local(e["receivedAt"]), "Type": e["type"], "Status": e["status"],
+          "Processing": fmt.duration(e["processing_ms"]), "Event": e["eventId"], "Error": e["error"]}
+         for e in events],
+        hide_index=True, width="stretch",
+        column_config={"Received": st.column_config.DatetimeColumn(format="D MMM HH:mm:ss")},
+    )
+
+
+if __name__ == "__main__":
+    main()

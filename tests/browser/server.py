@@ -1,0 +1,56 @@
+"""``streamlit run dashboard/app.py`` as a child process on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from metrics.embedded import free_port, stop_process
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "dashboard" / "app.py"
+START_TIMEOUT_S = 60
+
+
+class StreamlitServer:
+    """Start the dashboard with ``env`` added to this process's environment; stop exactly it."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = ()):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.extra_args = list(extra_args)
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "StreamlitServer":
+        cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(self.port),
+               "--server.address", "127.0.0.1", "--server.headless", "true", *self.extra_args]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {self.proc.returncode}: {self.log()}")
+            try:
+                if requests.get(f"{self.url}/_stcore/health", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        self.__exit__(None, None, None)
+        raise RuntimeError(f"streamlit did not answer within {START_TIMEOUT_S} s: {self.log()}")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""

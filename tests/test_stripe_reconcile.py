@@ -1,0 +1,248 @@
+"""Reconciliation of the Stripe mirror with the platform's payments and enrollments."""
+
+from __future__ import annotations
+
+import io
+import json
+from argparse import Namespace
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from bson import ObjectId
+
+from fakes.stripe_extras import localstripe, next_second, shop, stripe_fake, stripe_front, stripe_settings  # noqa: F401 (fixtures)
+from metrics import db as dbmod
+from metrics.stripe import cli
+from metrics.stripe.client import StripeOptions
+from metrics.stripe.mirror import sync
+from metrics.stripe.reconcile import KINDS, persistent_mismatch_count, reconcile, rows_for_export
+from metrics.stripe.store import mirror_store
+from metrics.windows import Window
+
+UTC = timezone.utc
+FAST = StripeOptions(max_requests_per_second=0, max_network_retries=1, connect_timeout_s=2, read_timeout_s=10)
+
+
+class Platform:
+    """Writes the platform's records as its code would (default field names unless mapped)."""
+
+    def __init__(self, db, schema):
+        self.db, self.p, self.e = db, schema.payments, schema.enrollments
+
+    def record(self, pi: dict | None, *, status: str = "completed", amount: int | None = None,
+               currency: str | None = None, enrollment: str | None = "active", payment_id: str | None = None,
+               created: datetime | None = None) -> ObjectId:
+        created = created or datetime.fromtimestamp(pi["created"], UTC)
+        oid = ObjectId()
+        p = self.p
+        doc = {"_id": oid, p["paymentId"]: payment_id or pi["id"],
+               p["amount"]: amount if amount is not None else pi["amount"],
+               p["currency"]: currency or pi["currency"], p["status"]: status, p["customerId"]: "cus_1",
+               p["customerEmail"]: "jane.doe@example.com", p["serviceId"]: "svc-yoga", p["createdAt"]: created}
+        if status in ("completed", "refunded"):
+            doc[p["completedAt"]] = created + timedelta(seconds=1)
+        if status == "refunded":
+            doc[p["refundedAt"]] = created + timedelta(seconds=2)
+        self.db[p.name].insert_one(doc)
+        if enrollment:
+            paid = {"active": "paid", "refunded": "refunded", "pending": "pending", "cancelled": "failed"}[enrollment]
+            self.db[self.e.name].insert_one({self.e["paymentId"]: oid, self.e["status"]: enrollment,
+                                             self.e["paymentStatus"]: paid, self.e["customerId"]: "cus_1",
+                                             self.e["serviceId"]: "svc-yoga", self.e["createdAt"]: created})
+        return oid
+
+
+@pytest.fixture
+def platform(platform_db, stripe_settings):
+    return Platform(platform_db, stripe_settings.schema)
+
+
+def settle_and_sync(settings) -> None:
+    """Sync once the clock has left the second of the last payment (the mirror vouches for whole seconds)."""
+    next_second()
+    assert sync(settings, FAST).ok
+
+
+def run_reconcile(settings, at: datetime | None = None, **kwargs) -> dict:
+    at = at or datetime.now(UTC) + timedelta(seconds=2)
+    return reconcile(dbmod.source(settings), mirror_store(settings), Window(at - timedelta(hours=2), at), at, **kwargs)
+
+
+def kinds_by_pi(result: dict) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for m in result["mismatches"]:
+        out.setdefault(m["payment_intent"], set()).add(m["kind"])
+    return out
+
+
+@pytest.fixture
+def messy(shop, platform, stripe_settings):
+    """One payment per mismatch kind, and one that is fine."""
+    cases = {}
+    cases["fine"] = shop.pay()
+    platform.record(cases["fine"])
+    cases["missing_in_db"] = shop.pay()
+    cases["not_completed_in_db"] = shop.pay()
+    platform.record(cases["not_completed_in_db"], status="processing", enrollment="pending")
+    cases["not_succeeded_in_stripe"] = shop.pay(card=shop.CARD_3DS)  # still waiting for 3-D Secure
+    platform.record(cases["not_succeeded_in_stripe"])
+    cases["amount_or_currency_mismatch"] = shop.pay(amount=4900)
+    platform.record(cases["amount_or_currency_mismatch"], amount=4000)
+    cases["refunded_not_in_db"] = shop.pay()
+    shop.refund(cases["refunded_not_in_db"]["id"])
+    platform.record(cases["refunded_not_in_db"], enrollment=None)
+    cases["refund_missing_in_stripe"] = shop.pay()
+    platform.record(cases["refund_missing_in_stripe"], status="refunded", enrollment="refunded")
+    cases["refunded_enrollment_active"] = shop.pay()
+    shop.refund(cases["refunded_enrollment_active"]["id"])
+    platform.record(cases["refunded_enrollment_active"], status="refunded", enrollment="active")
+    cases["paid_no_active_enrollment"] = shop.pay()
+    platform.record(cases["paid_no_active_enrollment"], enrollment="pending")
+    settle_and_sync(stripe_settings)
+    return cases
+
+
+def test_each_kind_of_mismatch_is_found_on_its_payment(messy, stripe_settings):
+    result = run_reconcile(stripe_settings)
+
+    found = kinds_by_pi(result)
+    assert "fine" not in {k for k, pi in messy.items() if pi["id"] in found}
+    for kind in KINDS:
+        assert found[messy[kind]["id"]] == {kind}, kind
+    assert result["by_kind"] == dict.fromkeys(KINDS, 1)
+
+
+def test_a_completed_payment_stripe_never_heard_of_is_not_succeeded_in_stripe(shop, platform, stripe_settings):
+    shop.pay()
+    platform.record(None, payment_id="pi_unknown_to_stripe", amount=4900, currency="usd",
+                    created=datetime.now(UTC) - timedelta(minutes=5))
+    settle_and_sync(stripe_settings)
+
+    result = run_reconcile(stripe_settings)
+
+    [mismatch] = [m for m in result["mismatches"] if m["payment_intent"] == "pi_unknown_to_stripe"]
+    assert mismatch["kind"] == "not_succeeded_in_stripe"
+    assert "not found in Stripe" in mismatch["detail"]
+
+
+def test_a_clean_dataset_has_no_mismatches(shop, platform, stripe_settings):
+    platform.record(shop.pay())
+    refunded = shop.pay(currency="eur", amount=2500)
+    shop.refund(refunded["id"])
+    platform.record(refunded, status="refunded", enrollment="refunded")
+    failed = shop.authenticate(shop.pay(card=shop.CARD_3DS), success=False)
+    platform.record(failed, status="failed", enrollment="cancelled")
+    partly = shop.pay(amount=6000)
+    shop.refund(partly["id"], amount=1000)  # a partial refund: the course goes on
+    platform.record(partly)
+    settle_and_sync(stripe_settings)
+
+    result = run_reconcile(stripe_settings)
+
+    assert result["available"]
+    assert result["mismatches"] == []
+    assert (result["stripe_payment_intents"], result["db_payments"], result["matched"]) == (4, 4, 4)
+
+
+def test_each_mismatch_links_to_stripe_and_proposes_the_runbook_fix(messy, stripe_settings):
+    result = run_reconcile(stripe_settings)
+
+    by_kind = {m["kind"]: m for m in result["mismatches"]}
+    missing = by_kind["missing_in_db"]
+    assert missing["stripe_url"] == f"https://dashboard.stripe.com/test/payments/{messy['missing_in_db']['id']}"
+    assert missing["fix_command"].startswith(f'db.payments.insertOne({{paymentId: "{messy["missing_in_db"]["id"]}"')
+    assert 'status: "completed"' in missing["fix_command"]
+    refunded = by_kind["refunded_not_in_db"]
+    assert 'status: "refunded"' in refunded["fix_command"] and "db.enrollments.updateOne" in refunded["fix_command"]
+    assert by_kind["paid_no_active_enrollment"]["customer"] == "j***@example.com"
+    assert all(m["fix"] for m in result["mismatches"])
+
+
+def test_mismatches_persist_only_after_the_grace_period(messy, stripe_settings):
+    now = datetime.now(UTC) + timedelta(seconds=2)
+
+    fresh = run_reconcile(stripe_settings, at=now)
+    later = run_reconcile(stripe_settings, at=now + timedelta(hours=1))
+
+    assert fresh["persisting"] == 0
+    assert later["persisting"] == len(later["mismatches"]) == len(KINDS)
+    count = persistent_mismatch_count(dbmod.source(stripe_settings), mirror_store(stripe_settings),
+                                      now + timedelta(hours=1))
+    assert count == len(KINDS)
+
+
+def test_payments_made_after_the_last_sync_are_not_judged(shop, platform, stripe_settings):
+    sync(stripe_settings, FAST)
+    late = shop.pay()
+    platform.record(late, status="completed")
+
+    result = run_reconcile(stripe_settings, at=datetime.now(UTC) + timedelta(minutes=5))
+
+    assert result["mismatches"] == []
+    assert result["checked"]["end"] == result["coverage"]["end"]
+
+
+def test_before_the_first_sync_reconciliation_is_unknown(stripe_settings):
+    result = run_reconcile(stripe_settings)
+
+    assert result["available"] is False and "not completed a sync" in result["reason"]
+    assert persistent_mismatch_count(dbmod.source(stripe_settings), mirror_store(stripe_settings),
+                                     datetime.now(UTC)) is None
+
+
+def test_reconciliation_never_writes_to_the_platform_database(messy, stripe_settings, platform_db):
+    before = {name: list(platform_db[name].find().sort("_id")) for name in platform_db.list_collection_names()}
+
+    run_reconcile(stripe_settings)
+
+    after = {name: list(platform_db[name].find().sort("_id")) for name in platform_db.list_collection_names()}
+    assert after == before
+
+
+def test_renamed_fields_and_collections_are_used_in_queries_and_fixes(shop, make_settings, stripe_fake, localstripe, platform_db):
+    settings = make_settings(STRIPE_API_KEY=localstripe.api_key, STRIPE_API_BASE=stripe_fake.url,
+                             schema={"payments": {"collection": "transactions", "paymentId": "stripePaymentIntent",
+                                                  "status": "state"}})
+    renamed = Platform(platform_db, settings.schema)
+    renamed.record(shop.pay())
+    behind = shop.pay()
+    renamed.record(behind, status="processing", enrollment="pending")
+    settle_and_sync(settings)
+
+    result = run_reconcile(settings)
+
+    [mismatch] = result["mismatches"]
+    assert (mismatch["kind"], mismatch["payment_intent"]) == ("not_completed_in_db", behind["id"])
+    assert mismatch["fix_command"].startswith(f'db.transactions.updateOne({{stripePaymentIntent: "{behind["id"]}"}}, '
+                                              '{$set: {state: "completed"}})')
+
+
+def test_the_cli_prints_json_and_a_readable_list(messy, stripe_settings):
+    at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    out = io.StringIO()
+    args = Namespace(since=None, at=datetime.fromisoformat(at), json=True, sync=False)
+
+    assert cli.run(args, stripe_settings, out=out) == 0
+    printed = json.loads(out.getvalue())
+    assert printed["by_kind"] == dict.fromkeys(KINDS, 1)
+
+    table = io.StringIO()
+    assert cli.run(Namespace(since=None, at=args.at, json=False, sync=False), stripe_settings, out=table) == 0
+    text = table.getvalue()
+    assert "8 mismatch(es), 8 older than the 30-minute grace period" in text
+    assert text.count("  Fix: ") == 8
+
+
+def test_the_cli_says_unknown_and_exits_1_before_any_sync(stripe_settings):
+    out = io.StringIO()
+
+    code = cli.run(Namespace(since=None, at=None, json=False, sync=False), stripe_settings, out=out)
+
+    assert code == 1 and "unknown" in out.getvalue()
+
+
+def test_export_rows_carry_every_column_a_person_needs(messy, stripe_settings):
+    rows = rows_for_export(run_reconcile(stripe_settings)["mismatches"])
+
+    assert len(rows) == len(KINDS)
+    assert {"kind", "payment_intent", "stripe_url", "fix", "fix_command", "customer"} <= set(rows[0])
