@@ -220,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.command == "run" else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # APScheduler logs every job run at INFO (several a minute); its warnings (missed runs) still show.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     try:
         settings = load_settings()
         return COMMANDS[args.command](settings, args)

@@ -83,6 +83,10 @@ class Lease:
                 upsert=True,
                 return_document=ReturnDocument.AFTER,
             )
+            if doc is None:
+                # An upsert racing another (the first acquire of two replicas, or of the lease and
+                # evaluate jobs) can come back empty on some servers: read what was stored.
+                doc = self.coll.find_one({"_id": self.name})
         except PyMongoError as exc:
             self.last_error = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             log.warning("lease: could not reach the state database: %s", self.last_error)

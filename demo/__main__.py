@@ -16,11 +16,12 @@ import os
 import signal
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 
 from pymongo.errors import PyMongoError
 
 from demo import seed as seeding
-from demo.traffic import DEFAULT_RATE_PER_MIN, INCIDENTS, LiveTraffic, inject
+from demo.traffic import DEFAULT_RATE_PER_MIN, INCIDENTS, IncidentRotation, LiveTraffic, inject
 from metrics import db as dbmod
 from metrics.settings import SettingsError, load_settings
 from metrics.windows import iso
@@ -28,18 +29,20 @@ from metrics.windows import iso
 log = logging.getLogger("demo")
 
 INTERVAL_ENV = "PAYWATCH_DEMO_INTERVAL"
+INCIDENTS_ENV = "PAYWATCH_DEMO_INCIDENT_EVERY"
 COMMANDS = ("run", "seed", "incident")
 NOT_PRODUCTION = "--i-know-this-is-not-production"
 
 
-def _positive(what: str):
+def _positive(what: str, *, zero_ok: bool = False):
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = -1.0
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{what} must be a positive number, got {text!r}")
+        if not (value >= 0 if zero_ok else value > 0):
+            kind = "zero or a positive number" if zero_ok else "a positive number"
+            raise argparse.ArgumentTypeError(f"{what} must be {kind}, got {text!r}")
         return value
     return parse
 
@@ -87,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"seconds between ticks (default 5, or ${INTERVAL_ENV})")
     run.add_argument("--rate", metavar="N", type=_positive("--rate"), default=DEFAULT_RATE_PER_MIN,
                      help=f"new payments per minute (default {DEFAULT_RATE_PER_MIN:g})")
+    run.add_argument("--incident-every", metavar="MINUTES", type=_positive(f"--incident-every (or {INCIDENTS_ENV})", zero_ok=True),
+                     default=os.environ.get(INCIDENTS_ENV, "20"),
+                     help="inject the incidents in turn (decline spike, webhook outage, amount spike, refund wave), "
+                          f"the first after 3 minutes, then one every MINUTES so alerts fire and resolve live; "
+                          f"0 turns this off (default 20, or ${INCIDENTS_ENV})")
 
     seed = sub.add_parser("seed", parents=[common, volume], help="write the history (90 days with incidents)",
                           description="Write the history into an empty platform database. Incidents are placed "
@@ -150,18 +158,38 @@ def cmd_run(args, db, schema) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     print(f"demo: live traffic into {db.name}: {args.rate:g} payments/min, a tick every {args.interval:g} s "
           f"(Ctrl-C to stop)", file=sys.stderr, flush=True)
+    traffic = LiveTraffic(db, schema, rate_per_min=args.rate)
+    rotation = IncidentRotation(timedelta(minutes=args.incident_every)) if args.incident_every else None
+
+    def next_incident(_wrote: dict) -> None:
+        kind = rotation.due(datetime.now(UTC)) if rotation else None
+        if kind:
+            result = inject(db, schema, kind)
+            print(f"demo: injected the scheduled incident {kind} ({_summary(result)}); "
+                  f"the next in {args.incident_every:g} min", file=sys.stderr, flush=True)
+
     try:
-        LiveTraffic(db, schema, rate_per_min=args.rate).run(interval_s=args.interval, stop_event=stop)
+        traffic.run(interval_s=args.interval, stop_event=stop, on_tick=next_incident)
     except KeyboardInterrupt:
         pass
     print("demo: stopped", file=sys.stderr)
     return 0
 
 
+def _summary(result: dict) -> str:
+    def show(value) -> str:
+        if hasattr(value, "isoformat"):
+            return iso(value)
+        if isinstance(value, (list, tuple)):
+            return f"{len(value)} ids"
+        return str(value)
+
+    return ", ".join(f"{k} {show(v)}" for k, v in result.items())
+
+
 def cmd_incident(args, db, schema) -> int:
     result = inject(db, schema, args.kind, minutes=args.minutes)
-    details = ", ".join(f"{k} {iso(v) if hasattr(v, 'isoformat') else v}" for k, v in result.items())
-    print(f"demo: incident {args.kind}: {details}")
+    print(f"demo: incident {args.kind}: {_summary(result)}")
     return 0
 
 

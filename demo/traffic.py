@@ -342,6 +342,31 @@ INCIDENTS: dict[str, Callable[..., dict]] = {
 }
 
 
+class IncidentRotation:
+    """Injects the incidents in turn while the demo runs, so alerts fire and resolve live.
+
+    The first comes ``first`` after the start (so a new user sees an alert
+    within minutes), then one every ``every``.  Each alert resolves once its
+    incident has left the rule's window (an hour for most rules).
+    """
+
+    ORDER = ("decline-spike", "webhook-outage", "amount-spike", "refund-wave")
+
+    def __init__(self, every: timedelta, first: timedelta = timedelta(minutes=3), start: datetime | None = None):
+        if every <= timedelta(0):
+            raise ValueError("every must be positive")
+        self.every = every
+        self.next_at = (start or datetime.now(UTC)) + first
+        self._turn = itertools.cycle(self.ORDER)
+
+    def due(self, now: datetime) -> str | None:
+        """The incident to inject at ``now``, if one is due (each is returned once)."""
+        if now < self.next_at:
+            return None
+        self.next_at = now + self.every
+        return next(self._turn)
+
+
 def inject(db: Database, schema: Schema, kind: str, now: datetime | None = None, *,
            rng_seed: int | None = None, **options) -> dict:
     """Write the incident ``kind`` (a key of ``INCIDENTS``) as of ``now``; return what was written."""

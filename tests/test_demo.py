@@ -23,7 +23,7 @@ from pymongo import MongoClient
 
 from demo.catalog import CONTROL_COLLECTION, WEBHOOK_OUTAGE_ID, Ledger
 from demo.seed import MIN_DAYS, build_history, seed, seed_if_empty
-from demo.traffic import LiveTraffic, inject
+from demo.traffic import INCIDENTS, IncidentRotation, LiveTraffic, inject
 from metrics.db import Source
 from metrics.embedded import EmbeddedMongo
 from metrics.quality import data_quality
@@ -505,3 +505,23 @@ def test_seed_can_leave_the_indexes_to_the_operator(db):
     result = seed(db, S, days=MIN_DAYS, per_day=20, now=NOW, indexes=False)
     assert result["indexes"] == []
     assert list(db.payments.index_information()) == ["_id_"]
+
+
+def test_the_rotation_injects_each_incident_in_turn_first_after_three_minutes():
+    start = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+    rotation = IncidentRotation(timedelta(minutes=20), start=start)
+    assert rotation.due(start) is None
+    assert rotation.due(start + timedelta(minutes=2, seconds=59)) is None
+    at = start + timedelta(minutes=3)
+    kinds = []
+    for _ in range(5):
+        kinds.append(rotation.due(at))
+        assert rotation.due(at + timedelta(minutes=19)) is None  # once per period, never twice
+        at += timedelta(minutes=20)
+    assert kinds == ["decline-spike", "webhook-outage", "amount-spike", "refund-wave", "decline-spike"]
+    assert set(kinds) <= set(INCIDENTS)
+
+
+def test_the_rotation_refuses_a_period_that_is_not_positive():
+    with pytest.raises(ValueError):
+        IncidentRotation(timedelta(0))
