@@ -7,12 +7,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench setup browser clean help
+.PHONY: run test bench screenshots setup browser clean help
 
 help:
 	@echo "make run    start Paywatch (embedded database, demo data, dashboard, alert worker)"
 	@echo "make test   run the whole test suite (installs what it needs first)"
 	@echo "make bench  seed the reference volume and measure (docs/performance.md)"
+	@echo "make screenshots  refresh docs/screenshots/ from the browser test"
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +37,10 @@ test: setup browser
 
 bench: setup
 	$(PY) -m bench
+
+# The browser test saves a screenshot of every page; here into docs/ instead of a temporary folder.
+screenshots: setup browser
+	PAYWATCH_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_dashboard_browser.py
 
 clean:
 	rm -rf $(VENV) .paywatch .pytest_cache

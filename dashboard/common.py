@@ -285,7 +285,8 @@ STATE_MAX_TIME_MS = 5000
 
 def firing_alerts(db, limit: int = 20) -> list[dict]:
     """Alerts the worker holds as firing (collection ``alert_state``), oldest first."""
-    fields = {"_id": 0, "rule_id": 1, "subject": 1, "severity": 1, "since": 1, "value": 1, "summary": 1}
+    fields = {"_id": 0, "rule_id": 1, "subject": 1, "severity": 1, "since": 1, "fired_at": 1, "title": 1,
+              "value_text": 1, "threshold_text": 1}
     return list(db["alert_state"].find({"state": "firing"}, fields, sort=[("since", 1)], limit=limit,
                                        max_time_ms=STATE_MAX_TIME_MS))
 
@@ -420,11 +421,25 @@ class View:
         return value
 
     def state(self, fn: Callable, *args: Any) -> Any:
-        """``fn(state_db, *args)`` (Paywatch's own records: probes, alerts); ``None`` when unreadable."""
+        """``fn(state_db, *args)`` (Paywatch's own records: probes, alerts).
+
+        When Paywatch's database does not answer: the last good value, marked
+        stale like the platform's figures; ``None`` when none was ever read.
+        """
+        memory = _memory()
+        name = _name(fn)
+        key = ("state", *self._key(name, args))
         try:
-            return _state_live(_name(fn), self.settings.state_db, args)
-        except (PyMongoError, DataSourceUnavailable):
-            return None
+            value = _state_live(name, self.settings.state_db, args)
+        except (PyMongoError, DataSourceUnavailable) as exc:
+            log.warning("%s (Paywatch's database) failed: %s", name, exc)
+        else:
+            memory.succeeded(key, value, tells_health=False)
+            return value
+        value, when = memory.remembered(key)
+        if when is not None:
+            self.stale_since = min(self.stale_since or when, when)
+        return value
 
     @property
     def stale(self) -> bool:

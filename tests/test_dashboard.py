@@ -127,6 +127,15 @@ def test_every_page_of_this_issue_is_registered_with_a_module_that_has_main():
         assert callable(importlib.import_module(f"dashboard.views.{name}").main)
 
 
+@pytest.mark.parametrize("name,title", [(n, t) for n, t, _ in registered_pages()
+                                        if (ROOT / "dashboard" / "views" / f"{n}.py").is_file()])
+def test_every_registered_page_draws_its_header_when_opened_through_the_app(env, name, title):
+    """A page module is run as a script: without its ``main()`` call it would show an empty page."""
+    at = open_app(page=name)
+    assert not at.exception, [e.value for e in at.exception]
+    assert title in texts(at.header), f"{name}: the page drew nothing (does it call main()?)"
+
+
 def opened_cleanly(at: AppTest) -> bool:
     assert not at.exception, [e.value for e in at.exception]
     assert at.metric, "every page draws figures"
@@ -241,15 +250,19 @@ def test_system_health_warns_when_the_workers_heartbeat_is_old(env, mongo_client
 
 def test_overview_shows_firing_alerts_as_text_not_markdown(env, mongo_client, db_names):
     mongo_client[db_names[1]]["alert_state"].insert_many([
-        {"rule_id": "success_rate", "state": "firing", "severity": "critical", "since": AT - timedelta(minutes=5),
-         "summary": "Success rate 91% [click](javascript:alert(1))"},
+        {"rule_id": "payment_success_rate", "state": "firing", "severity": "critical",
+         "since": AT - timedelta(minutes=6), "fired_at": AT - timedelta(minutes=5),
+         "title": "Payment success rate below 95%", "subject": "[click](javascript:alert(1))",
+         "value_text": "91.2%", "threshold_text": "< 95.0%"},
         {"rule_id": "refund_rate", "state": "resolved", "severity": "warning", "since": AT,
-         "summary": "Refund rate back to normal"},
+         "title": "Refund rate above 5%", "value_text": "1.0%", "threshold_text": "> 5.0%"},
     ])
     at = open_app()
     errors = texts(at.error)
-    assert r"Success rate 91% \[click\]\(javascript\:alert\(1\)\)" in errors
-    assert "Refund rate back to normal" not in errors
+    assert (r"Payment success rate below 95% \[\[click\]\(javascript\:alert\(1\)\)\]\: 91\.2% "
+            r"\(threshold \< 95\.0%\)") in errors
+    assert "since " + f"{AT - timedelta(minutes=5):%d %b %H:%M:%S}" in errors
+    assert "Refund rate" not in errors
 
 
 def test_a_bad_at_in_the_address_is_named_and_live_data_shown(env):

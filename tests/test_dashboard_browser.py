@@ -1,12 +1,21 @@
 """End to end: `streamlit run` over demo data, every page opened in headless Chromium.
 
-Screenshots of each page land in docs/screenshots/ (the README shows the
-Overview).  This test must run, not skip: CI installs Debian's chromium
-(`make browser`) and runs as root, hence --no-sandbox.
+Screenshots of each page go to ``$PAYWATCH_SCREENSHOTS`` when it is set, else
+to the test's temporary folder, so a test run changes no tracked file.  The
+pictures in docs/screenshots/ (the README shows the Overview) are refreshed
+on purpose: ``PAYWATCH_SCREENSHOTS=docs/screenshots pytest tests/test_dashboard_browser.py``.
+This test must run, not skip: CI installs Debian's chromium (`make browser`)
+and runs as root, hence --no-sandbox.
+
+Before the pages open, the alert worker evaluates the last two hours every
+ten minutes (console channel), so the Alerts page shows states, a history
+and messages, as after ``make run``.
 """
 
 from __future__ import annotations
 
+import os
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -14,19 +23,37 @@ from playwright.sync_api import sync_playwright
 
 from browser import chromium
 from browser.server import ROOT, StreamlitServer
+from alerts.worker import Worker
 from demo.seed import seed
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 PAGES = [("overview", "Overview"), ("payments", "Payments"), ("webhooks", "Webhooks"),
-         ("enrollments", "Enrollments"), ("system_health", "System Health")]
+         ("enrollments", "Enrollments"), ("system_health", "System Health"), ("alerts", "Alerts")]
 SECTIONS = ["Payments", "Webhooks", "Enrollments", "System Health"]
 
 
-def test_every_page_opens_in_chromium_without_an_exception(platform_db, settings, db_names, mongo_uri, tmp_path):
+def screenshots_dir(tmp_path: Path) -> Path:
+    """``$PAYWATCH_SCREENSHOTS`` (relative to the repository) or a folder of this test's own."""
+    configured = os.environ.get("PAYWATCH_SCREENSHOTS")
+    return ROOT / configured if configured else tmp_path / "screenshots"
+
+
+def run_worker(settings, now: datetime) -> None:
+    """Evaluate the default rules every ten minutes over the last two hours, then now."""
+    worker = Worker(settings, use_lease=False)
+    for minutes in range(120, 0, -10):
+        worker.cycle(now - timedelta(minutes=minutes))
+    assert worker.cycle()["leader"]
+
+
+def test_every_page_opens_in_chromium_without_an_exception(platform_db, make_settings, db_names, mongo_uri, tmp_path):
     assert chromium.available(), "Debian's chromium is missing: 'make browser' installs it"
-    seed(platform_db, settings.schema, days=8, per_day=80)  # up to now: the live view has data
+    settings = make_settings(alerts={"pace": 0})
+    shots = screenshots_dir(tmp_path)
+    now = datetime.now(timezone.utc)
+    seed(platform_db, settings.schema, days=8, per_day=80, now=now)  # up to now: the live view has data
+    run_worker(settings, now)
     env = {"MONGODB_URI": mongo_uri, "PAYWATCH_SOURCE_DB": db_names[0], "PAYWATCH_DB": db_names[1],
            "PAYWATCH_CURRENCIES": "usd,eur,gbp"}
     no_secrets = ("--secrets.files", str(tmp_path / "no-secrets.toml"))  # a developer's [auth] stays out
@@ -44,7 +71,11 @@ def test_every_page_opens_in_chromium_without_an_exception(platform_db, settings
                     headings = page.locator('[data-testid="stHeadingWithActionElements"] h3').all_inner_texts()
                     assert [h.strip() for h in headings] == SECTIONS
                     assert page.locator('[data-testid="stMetric"]').count() >= 20
-                chromium.screenshot(page, SCREENSHOTS / f"{name}.png")
-                assert (SCREENSHOTS / f"{name}.png").stat().st_size > 20_000
+                if name == "alerts":
+                    # The console message of the firing alert (code blocks draw after the script run ends).
+                    page.locator('[data-testid="stCode"]', has_text="Payments stuck in processing").first.wait_for()
+                    assert "The alert worker is running" in page.inner_text("body")
+                chromium.screenshot(page, shots / f"{name}.png")
+                assert (shots / f"{name}.png").stat().st_size > 20_000
         finally:
             browser.close()

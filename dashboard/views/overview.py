@@ -37,13 +37,26 @@ def section(title: str, scope: str) -> None:
     st.caption(scope)
 
 
+def alert_line(alert: dict) -> str:
+    """``Payment success rate below 95% [usd]: 91.2% (threshold < 95.0%)`` from the worker's state."""
+    line = alert.get("title") or alert.get("rule_id") or "alert"
+    if alert.get("subject"):
+        line += f" [{alert['subject']}]"
+    if alert.get("value_text"):
+        line += f": {alert['value_text']}"
+        if alert.get("threshold_text"):
+            line += f" (threshold {alert['threshold_text']})"
+    return line
+
+
 def render_alerts(view: View) -> None:
     firing = view.state(common.firing_alerts)
     if not firing:
         return
     for alert in firing[:5]:
-        st.error(f"**Firing · {md(alert.get('severity', 'alert'))}** · {md(alert.get('summary') or alert.get('rule_id'))}"
-                 f" · since {view.when(alert.get('since'))}", icon=":material/notifications_active:")
+        st.error(f"**Firing · {md(alert.get('severity', 'alert'))}** · {md(alert_line(alert))}"
+                 f" · since {view.when(alert.get('fired_at') or alert.get('since'))}",
+                 icon=":material/notifications_active:")
     if len(firing) > 5:
         st.error(f"… and {len(firing) - 5} more firing alerts: see the Alerts page.", icon=":material/notifications_active:")
 

@@ -161,3 +161,7 @@ def render_past(cfg: Settings) -> None:
                      "Targets missed": len(summary.get("missed") or []), "Summary": summary.get("headline") or "",
                      "Problem": doc.get("error") or ""})
     st.dataframe(rows, hide_index=True, width="stretch")
+
+
+if __name__ == "__main__":
+    main()
