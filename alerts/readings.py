@@ -10,16 +10,22 @@ written.  Nothing here decides anything: :mod:`alerts.state` does.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Callable
 
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from metrics import format as fmt
 from metrics import payments, probe, signals, webhooks
 from metrics.db import DataSourceUnavailable, Source
 from metrics.settings import Settings
+from metrics.stripe import metrics as sm
+from metrics.stripe.client import StripeOptions
+from metrics.stripe.reconcile import persistent_mismatch_count, reconcile
+from metrics.stripe.store import MirrorStore
 from metrics.windows import Window, iso, last, parse_instant
 
 if TYPE_CHECKING:
@@ -66,7 +72,7 @@ class EvalContext:
 class Metric:
     name: str
     description: str
-    unit: str  # how values read: rate, ms, count, score, ratio, pct, flag
+    unit: str  # how values read: rate, ms, count, score, ratio, pct, flag, min
     read: Callable[[EvalContext, "Rule"], list[Reading]]
     explain: Callable[[EvalContext, "Rule", Reading], list[str]] = lambda ctx, rule, reading: []
     reads: str = "platform"  # platform | state | worker: which failure makes it unknown
@@ -93,6 +99,8 @@ def format_value(unit: str, value: float | None) -> str:
         return f"{value:.0f}%"
     if unit == "flag":
         return "yes" if value else "no"
+    if unit == "min":
+        return f"{value:,.0f} min" if float(value).is_integer() else f"{value:,.1f} min"
     return f"{value:g}"
 
 
@@ -305,6 +313,107 @@ def explain_data_source(ctx: EvalContext, rule: "Rule", reading: Reading) -> lis
     return [f"Error: {reading.detail['error']}"] if reading.detail.get("error") else []
 
 
+# -- Stripe, from the mirror in PAYWATCH_DB ------------------------------------------------
+# Each reader returns no reading (the rule shows "needs STRIPE_API_KEY" or "no data", neither
+# firing nor all clear) when Stripe is not configured or the mirror cannot tell: never synced,
+# the resource unavailable (localstripe has no disputes), no API call in the last hour.
+
+class MirrorUnreadable(PyMongoError):
+    """The mirror (Paywatch's database) did not answer: this rule is unknown.
+
+    Raised as a driver error on purpose: the engine treats ``DataSourceUnavailable``
+    as the *platform's* database being down, which would fire that rule wrongly.
+    """
+
+
+def _stripe_configured(ctx: EvalContext) -> bool:
+    return ctx.settings.stripe_api_key is not None and ctx.state_db is not None
+
+
+def _mirror(ctx: EvalContext) -> MirrorStore:
+    return MirrorStore(db=ctx.state_db, max_time_ms=ctx.settings.query_timeout_ms)
+
+
+def _mirror_reading(compute: Callable[[EvalContext, "Rule", MirrorStore], float | None]):
+    def read(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+        if not _stripe_configured(ctx):
+            return []
+        try:
+            value = compute(ctx, rule, _mirror(ctx))
+            return [] if value is None else [Reading("", value, None)]
+        except DataSourceUnavailable as exc:
+            raise MirrorUnreadable(f"the Stripe mirror could not be read: {exc}") from exc
+    return read
+
+
+def _disputes_created(ctx: EvalContext, rule: "Rule", ms: MirrorStore) -> int | None:
+    return sm.disputes_created_count(ms, ctx.window(rule))
+
+
+def explain_disputes(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    disputes = [d for d in sm.recent_disputes(_mirror(ctx), ctx.window(rule), 50)
+                if d["created"] and parse_instant(d["created"]) >= ctx.window(rule).start][:SAMPLE_ROWS]
+    return ["Newest: " + "; ".join(
+        f"{d['id']} {fmt.money(d['amount'], d['currency'])} ({d['reason'] or 'no reason'}, {d['status']}, "
+        f"evidence due {d['evidence_due_by'] or '–'}, payment {d['payment_intent'] or '–'}) {d['stripe_url']}"
+        for d in disputes) + "."] if disputes else []
+
+
+def _webhook_backlog(ctx: EvalContext, rule: "Rule", ms: MirrorStore) -> int | None:
+    return sm.webhook_backlog_count(ms, ctx.at)
+
+
+def explain_backlog(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    pending = sm.pending_events(_mirror(ctx), ctx.at, SAMPLE_ROWS)
+    return ["Oldest undelivered: " + "; ".join(
+        f"{e['id']} {e['type']} created {e['created']} ({e['pending_webhooks']} endpoint(s) pending)"
+        for e in pending) + "."] if pending else []
+
+
+def _endpoint_problems(ctx: EvalContext, rule: "Rule", ms: MirrorStore) -> int | None:
+    return sm.endpoint_problem_count(ms)
+
+
+def explain_endpoints(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    status = sm.endpoint_status(_mirror(ctx))
+    return [f"{p[0].upper()}{p[1:]}." for p in status.get("problems") or []]
+
+
+def _unreachable(ctx: EvalContext, rule: "Rule", ms: MirrorStore) -> float | None:
+    return sm.api_unreachable_minutes(ms, ctx.at)
+
+
+def explain_unreachable(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    ms = _mirror(ctx)
+    api = sm.api_summary(ms, last(ctx.at, hours=1))
+    sync = sm.sync_summary(ms, ctx.at)
+    lines = [f"{api['errors']:,} of {api['calls']:,} calls failed in the last hour ({fmt.rate(api['error_rate'])}: "
+             + ", ".join(f"{k} ×{v}" for k, v in api["by_kind"].items()) + ")."]
+    if sync["last_error"]:
+        lines.append(f"Last sync error: {sync['last_error']}")
+    lines.append(f"Last good sync: {sync['last_ok_at'] or 'never'}.")
+    return lines
+
+
+def read_reconcile(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    if not _stripe_configured(ctx):
+        return []
+    grace = timedelta(minutes=StripeOptions.from_settings(ctx.settings).reconcile_grace_minutes)
+    count = persistent_mismatch_count(ctx.source(), _mirror(ctx), ctx.at, window=rule.window, grace=grace)
+    return [] if count is None else [Reading("", count, None, {"grace_minutes": grace.total_seconds() / 60})]
+
+
+def explain_reconcile(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    grace_minutes = reading.detail.get("grace_minutes", 30)
+    result = reconcile(ctx.source(), _mirror(ctx), ctx.window(rule), ctx.at,
+                       grace=timedelta(minutes=grace_minutes), mask=ctx.settings.mask_emails)
+    persisting = [m for m in result.get("mismatches", []) if m["persisting"]]
+    kinds = ", ".join(f"{k} ×{v}" for k, v in sorted(Counter(m["kind"] for m in persisting).items()))
+    lines = [f"Older than the {grace_minutes:g}-minute grace period: {kinds}."] if kinds else []
+    lines += [f"{m['payment_intent']}: {m['title']}. Fix: {m['fix']}" for m in persisting[:SAMPLE_ROWS]]
+    return lines
+
+
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("webhook_failure_rate", "failed / (processed + failed) webhook events received in the window", "rate",
            read_webhook_failure_rate, explain_webhook_errors),
@@ -334,6 +443,19 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            read_connections, explain_connections, reads="state"),
     Metric("data_source_unavailable", "1 when the platform's database did not answer this cycle", "flag",
            read_data_source, explain_data_source, reads="worker", windowed=False),
+    Metric("stripe_disputes_created", "disputes created in the window (Stripe mirror)", "count",
+           _mirror_reading(_disputes_created), explain_disputes, reads="state", needs="STRIPE_API_KEY"),
+    Metric("stripe_webhook_backlog", "events older than 5 minutes with pending_webhooks > 0 (Stripe mirror)",
+           "count", _mirror_reading(_webhook_backlog), explain_backlog, reads="state", windowed=False,
+           needs="STRIPE_API_KEY"),
+    Metric("stripe_endpoint_problems", "webhook endpoints disabled, none configured, or a guide event no "
+           "enabled endpoint receives (Stripe mirror)", "count", _mirror_reading(_endpoint_problems),
+           explain_endpoints, reads="state", windowed=False, needs="STRIPE_API_KEY"),
+    Metric("stripe_api_unreachable_minutes", "minutes from the last Stripe call answered to the last one not "
+           "answered (network error, 429, 5xx), over the mirror's calls of the last hour", "min",
+           _mirror_reading(_unreachable), explain_unreachable, reads="state", windowed=False, needs="STRIPE_API_KEY"),
+    Metric("stripe_reconcile_mismatches", "reconciliation mismatches older than the grace period, payments "
+           "created in the window", "count", read_reconcile, explain_reconcile, needs="STRIPE_API_KEY"),
 )}
 
 

@@ -126,7 +126,7 @@ class Rule(BaseModel):
         if self.keep_firing_for:
             text += f", keep firing {human_duration(self.keep_firing_for)}"
         if self.min_samples:
-            text += f", at least {self.min_samples} samples"
+            text += f", at least {self.min_samples} sample{'' if self.min_samples == 1 else 's'}"
         if self.confidence:
             text += f", {self.confidence:.0%} sure"
         if self.split:
@@ -294,6 +294,74 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Database issue: check the cluster is up and reachable from this host (network, credentials, IP allow list).",
                 "Check its connections and restart if needed.",
                 "Alerts are unknown meanwhile, not clear: watch the platform by hand until this resolves.",
+            ])),
+        # -- Stripe (from the mirror; "needs STRIPE_API_KEY", never firing, while it is unset) --
+        dict(
+            id="stripe_disputes_created", title="Dispute opened in Stripe", severity="warning",
+            description="Disputes created in the window, from the Stripe mirror (the guide's endpoint subscribes "
+                        "to charge.dispute.created). Unknown when the key may not read disputes.",
+            metric="stripe_disputes_created", comparison=">", threshold=0, window="1h",
+            runbook=dict(section=REFUND, steps=[
+                "Find the payment (runbook step 1: db.payments.findOne({ paymentId: \"pi_...\" })) and the dispute "
+                "below in the Stripe Dashboard (Payments → Disputes).",
+                "Answer it in Stripe before the evidence is due (the enrollment, the course delivered, emails sent).",
+                "If you accept it or lose it, the money is gone: set the payment and enrollment refunded as in "
+                "runbook steps 4 and 5, and send the notification (step 6).",
+            ])),
+        dict(
+            id="stripe_webhook_backlog", title="Stripe cannot deliver webhooks", severity="critical",
+            description="Stripe events older than 5 minutes still waiting for delivery (pending_webhooks > 0), "
+                        "from the mirror. Unknown when the server does not report deliveries (localstripe).",
+            metric="stripe_webhook_backlog", comparison=">", threshold=0, **{"for": "10m"}, keep_firing_for="10m",
+            runbook=dict(section=EMERGENCY, url=STRIPE_STATUS, steps=[
+                "Assess: check Stripe status (https://status.stripe.com/) and the webhook delivery logs "
+                "(tail -f logs/stripe-webhooks.log): is the endpoint answering at all?",
+                "Check the endpoint's failed deliveries in the Stripe Dashboard (Developers → Webhooks): wrong URL, "
+                "signing secret, timeouts, 5xx from our server.",
+                "Recovery: if webhook issue, reconfigure the endpoint; if code issue, deploy the fix. Stripe retries "
+                "for 3 days; afterwards run the reconciliation after outage (python -m metrics reconcile).",
+            ])),
+        dict(
+            id="stripe_webhook_endpoint", title="Stripe webhook endpoint disabled or missing events",
+            severity="critical",
+            description="Webhook endpoints that are disabled, no endpoint at all, or one of the guide's events "
+                        "(payment_intent.succeeded, payment_intent.payment_failed, charge.refunded, "
+                        "charge.dispute.created) that no enabled endpoint receives.",
+            metric="stripe_endpoint_problems", comparison=">", threshold=0,
+            runbook=dict(section=EMERGENCY, steps=[
+                "In the Stripe Dashboard → Developers → Webhooks, check the endpoint named below: enabled, the "
+                "production URL (…/api/webhooks/stripe), and the guide's four events selected.",
+                "Recovery (webhook issue): reconfigure the endpoint: re-enable it or add the missing events; a "
+                "new endpoint needs its signing secret in the platform's environment.",
+                "Events missed meanwhile were not delivered: run the reconciliation after outage "
+                "(python -m metrics reconcile) for the gap.",
+            ])),
+        dict(
+            id="stripe_api_unreachable", title="Stripe API unreachable", severity="critical",
+            description="Minutes from the last Stripe call that was answered to the last one that was not "
+                        "(network error, 429 or 5xx after retries), from the mirror sync's recorded calls; "
+                        "unknown when no call was made in the last hour.",
+            metric="stripe_api_unreachable_minutes", comparison=">", threshold=15, keep_firing_for="10m",
+            runbook=dict(section=EMERGENCY, url=STRIPE_STATUS, steps=[
+                "Assess: check Stripe status (https://status.stripe.com/); if Stripe is down, payments are down "
+                "too: post an incident update on the status page.",
+                "If Stripe is up: check this host's network and DNS to api.stripe.com, and the error kinds below "
+                "(429: something else uses the key's rate limit).",
+                "The mirror resumes where it stopped; once Stripe answers, run the reconciliation after outage "
+                "(python -m metrics reconcile --sync).",
+            ])),
+        dict(
+            id="stripe_reconciliation", title="Stripe and the database disagree", severity="warning",
+            description="Reconciliation mismatches between the Stripe mirror and the platform's payments and "
+                        "enrollments, for payments created in the window, older than the grace period "
+                        "(reconcile_grace_minutes, default 30).",
+            metric="stripe_reconcile_mismatches", comparison=">", threshold=0, window="24h",
+            runbook=dict(section=RECONCILE, steps=[
+                "List them with their fixes: python -m metrics reconcile (or the dashboard's Reconciliation page).",
+                "Succeeded in Stripe but missing or not completed in the database: apply the runbook's "
+                "reconcile-payments.js fix (create the record, or set it completed) and activate the enrollment.",
+                "Refund mismatches: follow the manual refund runbook, steps 4 and 5.",
+                "Paywatch never applies a fix: a person runs each proposed command after checking it.",
             ])),
     ]
     return [Rule.model_validate(r) for r in rules]

@@ -2,9 +2,14 @@
 
 With ``MONGODB_URI`` unset it starts the embedded database (SecantusDB, files
 under ``.paywatch/``), seeds demo data when it is empty, keeps live demo
-traffic flowing and serves a stand-in platform health endpoint.  Then it
-starts the dashboard and the alert worker, prints the URL, and on Ctrl-C
-stops exactly the processes it started, by process object.
+traffic flowing and serves a stand-in platform health endpoint.  With
+``STRIPE_API_KEY`` unset too, it starts the embedded Stripe: localstripe on
+a free loopback port (:mod:`demo.localstripe_server`), a fake ``sk_test_``
+key and ``STRIPE_API_BASE`` for the children, a first handful of checkouts,
+and the simulated platform (:mod:`demo.stripe_platform`) taking live
+payments through it, which the worker's mirror job copies.  Then it starts
+the dashboard and the alert worker, prints the URL, and on Ctrl-C stops
+exactly the processes it started, by process object.
 """
 
 from __future__ import annotations
@@ -20,10 +25,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from demo.localstripe_server import LocalStripe
 from metrics.embedded import EmbeddedMongo, EmbeddedServerError, _die_with_parent, port_is_open, stop_process
 from metrics.settings import SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+# Checkouts made through localstripe before the worker starts, so its first mirror sync
+# (seconds after it starts) already has PaymentIntents and mismatches to show.
+STRIPE_WARM_UP = 12
+# The demo mirrors every minute (production: every 5); read once Settings has stripe_sync_minutes.
+DEMO_SYNC_MINUTES = "1"
 
 
 @dataclass
@@ -40,6 +51,7 @@ class Child:
                                      bufsize=1, start_new_session=True, preexec_fn=_die_with_parent)
         self.pump = threading.Thread(target=self._relay, daemon=True, name=f"relay-{self.name}")
         self.pump.start()
+        say(f"started {self.name} (pid {self.proc.pid})")
 
     def _relay(self) -> None:
         assert self.proc and self.proc.stdout
@@ -60,7 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PAYWATCH_PORT", "8501")),
                         help="dashboard port (default 8501, env PAYWATCH_PORT)")
     parser.add_argument("--no-worker", action="store_true", help="do not start the alert worker")
-    parser.add_argument("--no-traffic", action="store_true", help="do not generate live demo traffic")
+    parser.add_argument("--no-traffic", action="store_true",
+                        help="do not generate live demo traffic (nor live Stripe payments)")
+    parser.add_argument("--no-stripe", action="store_true",
+                        help="do not start the embedded Stripe (localstripe) when STRIPE_API_KEY is unset")
+    parser.add_argument("--seed-days", type=int, default=None, metavar="N",
+                        help="days of demo history to seed into an empty database (default: the demo's 90)")
+    parser.add_argument("--seed-per-day", type=float, default=None, metavar="N",
+                        help="average payments a day in the seeded history (default: the demo's 300)")
     return parser
 
 
@@ -77,8 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # Links in alert messages and reports point at this dashboard unless configured otherwise.
+    if settings.dashboard_url == type(settings).model_fields["dashboard_url"].default:
+        env["PAYWATCH_DASHBOARD_URL"] = f"http://127.0.0.1:{args.port}"
     children: list[Child] = []
     database: EmbeddedMongo | None = None
+    local_stripe: LocalStripe | None = None
     health = None
     py = sys.executable
     stopping = threading.Event()
@@ -94,9 +117,15 @@ def main(argv: list[str] | None = None) -> int:
             database = EmbeddedMongo(settings.home)
             say(f"starting the embedded database (files in {settings.home}/) ...")
             database.ensure()
-            say(f"embedded database on {database.uri}" + ("" if database.owned else " (already running)"))
+            say(f"embedded database on {database.uri}" + (f" (pid {database.proc.pid})" if database.owned
+                                                           else " (already running)"))
             say("seeding demo data when the database is empty ...")
-            seeded = subprocess.run([py, "-m", "demo", "seed"], cwd=ROOT, env=env)
+            seed = [py, "-m", "demo", "seed"]
+            if args.seed_days is not None:
+                seed += ["--days", str(args.seed_days)]
+            if args.seed_per_day is not None:
+                seed += ["--per-day", f"{args.seed_per_day:g}"]
+            seeded = subprocess.run(seed, cwd=ROOT, env=env)
             if seeded.returncode != 0:
                 say("demo seeding failed; see the line above")
                 return 1
@@ -108,6 +137,20 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"stand-in platform health endpoint on {health.url}")
             if not args.no_traffic:
                 children.append(Child("traffic", [py, "-m", "demo", "run"]))
+            if settings.stripe_api_key is None and not args.no_stripe:
+                local_stripe = LocalStripe(settings.home)
+                base = local_stripe.ensure()
+                env.update(STRIPE_API_KEY=local_stripe.api_key, STRIPE_API_BASE=base)
+                env.setdefault("PAYWATCH_STRIPE_SYNC_MINUTES", DEMO_SYNC_MINUTES)
+                say(f"embedded Stripe (localstripe) on {base}" + (f" (pid {local_stripe.proc.pid})"
+                                                                  if local_stripe.proc else " (already running)"))
+                warm = subprocess.run([py, "-m", "demo.stripe_platform", "--warm-up", str(STRIPE_WARM_UP)],
+                                      cwd=ROOT, env=env)
+                if warm.returncode != 0:
+                    say("the first Stripe checkouts failed; see the lines above")
+                    return 1
+                if not args.no_traffic:
+                    children.append(Child("stripe", [py, "-m", "demo.stripe_platform"]))
         else:
             say("using the configured MongoDB (MONGODB_URI); no demo data is written")
 
@@ -139,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         say("stopping ...")
         for child in reversed(children):
             child.stop()
+        if local_stripe is not None:
+            local_stripe.stop()  # only if this command started it
         if health is not None:
             health.stop()
         if database is not None:

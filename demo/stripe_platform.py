@@ -30,7 +30,9 @@ amount, a 3-D Secure payment marked completed before the customer failed
 authentication.
 
 ``python -m demo.stripe_platform`` runs it every few seconds against the
-localstripe that ``make run`` started (``STRIPE_API_BASE``).
+localstripe that ``make run`` started (``STRIPE_API_BASE``);
+``--warm-up N`` checks out N customers at once, handles their webhooks and
+exits (``make run`` does that before the worker's first mirror sync).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from datetime import datetime, timedelta, timezone
 import stripe
 from bson import ObjectId
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from demo.catalog import (
     Builder, Customers, activation_delay, charge_amount, delivery_lag, email_delay, enrollment_outcome,
@@ -146,9 +149,22 @@ class StripePlatform:
             except stripe.APIConnectionError as exc:
                 log.warning("Stripe is unreachable: %s", str(exc).splitlines()[0])
                 wrote = {}
+            except (stripe.StripeError, PyMongoError) as exc:
+                # One failed checkout must not end the demo (make run stops everything when a child exits).
+                log.warning("stripe demo: tick failed: %s: %s", type(exc).__name__, (str(exc).splitlines() or [""])[0][:200])
+                wrote = {}
             if wrote:
                 log.info("stripe demo: %s", ", ".join(f"{k} {v}" for k, v in sorted(wrote.items())))
             stop.wait(interval_s)
+
+    def warm_up(self, checkouts: int) -> int:
+        """``checkouts`` customers at once and their webhooks (refunds due later are left out)."""
+        now = datetime.now(UTC)
+        for _ in range(checkouts):
+            self.checkout(now)
+        self.receive_webhooks(datetime.now(UTC))
+        log.info("stripe demo: warm-up: %s", ", ".join(f"{k} {v}" for k, v in sorted(self.stats.items())))
+        return 0
 
     def _lose(self, what: str) -> bool:
         lost = self.rng.random() < getattr(self.losses, what)
@@ -307,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo.stripe_platform", description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=DEFAULT_RATE_PER_MIN, help="checkouts per minute")
     parser.add_argument("--interval", type=float, default=5, help="seconds between ticks")
+    parser.add_argument("--warm-up", type=int, default=0, metavar="N",
+                        help="check out N customers now, handle their webhooks, and exit")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("stripe").setLevel(logging.WARNING)  # one line per request would drown the launcher's output
@@ -325,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     db = dbmod.client_for(dbmod.platform_uri(settings), settings)[settings.source_db_name]
     platform = StripePlatform(db, settings.schema, api_key=settings.stripe_api_key.get_secret_value(),
                               api_base=settings.stripe_api_base, rate_per_min=args.rate)
+    if args.warm_up > 0:
+        return platform.warm_up(args.warm_up)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -2,6 +2,7 @@
 
     python -m metrics snapshot [--at ISO-8601] [--json]
     python -m metrics indexes [--create]
+    python -m metrics reconcile [--since ISO-8601] [--at ISO-8601] [--json] [--sync]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from metrics.db import DataSourceUnavailable, source
 from metrics.indexes import INDEXES, ensure_indexes, missing_indexes
 from metrics.settings import SettingsError, load_settings
 from metrics.snapshot import build_snapshot, to_json
+from metrics.stripe import cli as reconcile_cli
 from metrics.windows import parse_instant
 
 EXIT_UNAVAILABLE = 1
@@ -29,9 +31,9 @@ EXIT_USAGE = 2
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m metrics",
-        description="Paywatch metrics, computed from the platform's MongoDB. "
-                    "With MONGODB_URI unset, the embedded database (the one 'make run' started, "
-                    "or a new one under .paywatch/) is used.",
+        description="Paywatch metrics, computed from the platform's MongoDB and the Stripe mirror "
+                    "(PAYWATCH_DB). With MONGODB_URI unset, the embedded database (the one 'make run' "
+                    "started, or a new one under .paywatch/) is used.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     snap = sub.add_parser("snapshot", help="print every metric at one instant",
@@ -43,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                          description="List the indexes Paywatch's queries need and which are missing.")
     idx.add_argument("--create", action="store_true",
                      help="create the missing indexes (needs a user allowed to create indexes)")
+    reconcile_cli.add_subcommand(sub)
     return parser
 
 
@@ -93,6 +96,7 @@ def print_table(snap: dict, out=sys.stdout) -> None:
         rows += [("System health", None),
                  ("Database connections", fmt.count(conns.get("current"))),
                  ("Database storage", fmt.size(storage.get("storage_bytes")))]
+    rows += _stripe_rows(snap.get("stripe") or {})
     width = max(len(label) for label, _ in rows)
     print(f"Paywatch snapshot at {snap['at']} ({snap['timezone']})", file=out)
     for label, value in rows:
@@ -100,6 +104,28 @@ def print_table(snap: dict, out=sys.stdout) -> None:
             print(f"\n{label}", file=out)
         else:
             print(f"  {label:<{width}}  {value}", file=out)
+
+
+def _stripe_rows(stripe: dict) -> list[tuple[str, str | None]]:
+    """The Stripe side, from the mirror; unknown figures print as "–", never as 0."""
+    if not stripe:
+        return []
+    if not stripe.get("available"):
+        return [("Stripe (mirror)", None), ("Not available", stripe.get("reason") or "–")]
+    sync, day = stripe["sync"], stripe["24h"]
+    pis = day["payments"] or {}
+    return [
+        ("Stripe (mirror)", None),
+        ("Last good sync", sync["last_ok_at"] or "never"),
+        ("Success rate, Stripe's view (24h)", fmt.rate(pis.get("success_rate"))),
+        ("Succeeded / failed PaymentIntents (24h)", f"{fmt.count(pis.get('succeeded'))} / {fmt.count(pis.get('failed'))}"),
+        ("Disputes created (24h) / open", f"{fmt.count((day['disputes'] or {}).get('created'))} / "
+                                          f"{fmt.count(stripe['disputes'].get('open'))}"),
+        ("Webhook delivery backlog", fmt.count(stripe["webhooks"]["backlog"])),
+        ("Webhook endpoint problems", fmt.count(len(stripe["endpoints"]["problems"]))
+            if stripe["endpoints"].get("problems") is not None else "–"),
+        ("Stripe API error rate (24h)", fmt.rate(day["api"]["error_rate"], 2)),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{state} {getattr(src.schema, spec.collection).name} {{{keys}}}  # {spec.why}")
                 if missing:
                     print(f"\n{len(missing)} missing; create them with: python -m metrics indexes --create")
+        elif args.command == "reconcile":
+            return reconcile_cli.run(args, settings, src)
     except SettingsError as exc:
         print(f"paywatch: {exc}", file=sys.stderr)
         return EXIT_USAGE

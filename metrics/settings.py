@@ -70,6 +70,15 @@ class Settings(BaseSettings):
     auth_allowed_emails: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=AliasChoices("PAYWATCH_AUTH_ALLOWED_EMAILS", "auth_allowed_emails"))
     auth_allowed_domains: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=AliasChoices("PAYWATCH_AUTH_ALLOWED_DOMAINS", "auth_allowed_domains"))
 
+    # The Stripe mirror and reconciliation; unset means StripeOptions' default (metrics/stripe/client.py).
+    stripe_sync_minutes: float | None = Field(default=None, gt=0, validation_alias=AliasChoices("PAYWATCH_STRIPE_SYNC_MINUTES", "stripe_sync_minutes"))
+    stripe_backfill_days: float | None = Field(default=None, gt=0, validation_alias=AliasChoices("PAYWATCH_STRIPE_BACKFILL_DAYS", "stripe_backfill_days"))
+    stripe_max_requests_per_second: float | None = Field(default=None, gt=0, le=100, validation_alias=AliasChoices("PAYWATCH_STRIPE_MAX_REQUESTS_PER_SECOND", "stripe_max_requests_per_second"))
+    stripe_connect_timeout_s: float | None = Field(default=None, gt=0, validation_alias=AliasChoices("PAYWATCH_STRIPE_CONNECT_TIMEOUT_S", "stripe_connect_timeout_s"))
+    stripe_read_timeout_s: float | None = Field(default=None, gt=0, validation_alias=AliasChoices("PAYWATCH_STRIPE_READ_TIMEOUT_S", "stripe_read_timeout_s"))
+    stripe_max_network_retries: int | None = Field(default=None, ge=0, le=10, validation_alias=AliasChoices("PAYWATCH_STRIPE_MAX_NETWORK_RETRIES", "stripe_max_network_retries"))
+    reconcile_grace_minutes: float | None = Field(default=None, ge=0, validation_alias=AliasChoices("PAYWATCH_RECONCILE_GRACE_MINUTES", "reconcile_grace_minutes"))
+
     # Secrets: only from the environment or .streamlit/secrets.toml.
     stripe_api_key: SecretStr | None = _env("STRIPE_API_KEY")
     stripe_api_base: str | None = _env("STRIPE_API_BASE")

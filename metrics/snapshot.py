@@ -2,6 +2,8 @@
 
 The dashboard's Overview, the alert rules and the weekly report read the
 same functions this module calls, so a number is defined in one place.
+The ``"stripe"`` key reads the Stripe mirror in ``PAYWATCH_DB``
+(:mod:`metrics.stripe.metrics`); a snapshot never calls Stripe.
 """
 
 from __future__ import annotations
@@ -12,22 +14,30 @@ from typing import Any
 from bson import Decimal128, ObjectId
 
 from metrics import enrollments, payments, webhooks
-from metrics.db import Source
+from metrics.db import Source, state_db
 from metrics.quality import data_quality
 from metrics.settings import Settings
+from metrics.stripe.metrics import stripe_snapshot
 from metrics.system import database_health, embedded_storage_path
 from metrics.windows import CALENDAR, iso, last, today, utc
 
 
-def build_snapshot(src: Source, settings: Settings, at: datetime | None = None, *, system: bool = True) -> dict:
-    """Every metric of the spec for the instant ``at`` (default: now)."""
+def build_snapshot(src: Source, settings: Settings, at: datetime | None = None, *, system: bool = True,
+                   stripe: bool | None = None) -> dict:
+    """Every metric of the spec for the instant ``at`` (default: now).
+
+    ``system=False`` keeps the snapshot to the platform's data: the database
+    server's figures are ``{}`` and, unless ``stripe=True``, the ``"stripe"``
+    key (read from Paywatch's own database, not the platform's) is left out.
+    ``python -m metrics snapshot`` always has both.
+    """
     at = utc(at) if at else datetime.now(timezone.utc).replace(microsecond=0)
     currencies = tuple(settings.currencies)
     tz = settings.tz
     day = last(at, hours=24)
     periods = {name: make(at, tz) for name, make in CALENDAR.items()}
     latest = webhooks.latest_events(src, at, settings.latest_events)
-    return {
+    snap = {
         "at": iso(at),
         "timezone": settings.timezone,
         "payments": {
@@ -49,6 +59,9 @@ def build_snapshot(src: Source, settings: Settings, at: datetime | None = None, 
         "system": database_health(src, settings.embedded, embedded_storage_path(settings)) if system else {},
         "data_quality": data_quality(src),
     }
+    if system if stripe is None else stripe:
+        snap["stripe"] = stripe_snapshot(state_db(settings), settings, at)
+    return snap
 
 
 def to_json(value: Any) -> Any:

@@ -34,6 +34,7 @@ def start_worker(mongo_uri, db_names, slack, tmp_path):
     for rule in default_rules(load_settings()):
         if rule.id != "failed_payments":
             lines += [f"[alerts.rules.{rule.id}]", "enabled = false"]
+    lines += ["[reports]", "enabled = false"]  # only the alert's messages reach the fake Slack
     config.write_text("\n".join(lines) + "\n")
     env = {**os.environ, "MONGODB_URI": mongo_uri, "PAYWATCH_SOURCE_DB": db_names[0], "PAYWATCH_DB": db_names[1],
            "SLACK_WEBHOOK_URL": slack.webhook_url, "PAYWATCH_CONFIG": str(config), "PAYWATCH_EVAL_INTERVAL": "0.5",

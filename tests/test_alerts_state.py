@@ -159,7 +159,7 @@ def test_durations_print_the_way_people_write_them():
 
 def test_every_default_rule_names_runbook_steps_from_the_guide():
     rules = default_rules(load_settings())
-    assert len(rules) == 14
+    assert len(rules) == 19
     for r in rules:
         assert r.runbook.section.startswith(("Emergency Response", "Runbook:")), r.id
         assert len(r.runbook.steps) >= 2, r.id

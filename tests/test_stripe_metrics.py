@@ -167,7 +167,7 @@ def test_the_snapshot_is_plain_json_with_every_key(ms, scenario, stripe_settings
     snap = sm.stripe_snapshot(ms.db, stripe_settings, scenario["at"])
 
     text = json.dumps(to_json(snap))
-    assert set(snap) == {"configured", "available", "sync", "24h", "disputes", "webhooks", "endpoints", "api"}
+    assert set(snap) == {"configured", "available", "reason", "sync", "24h", "disputes", "webhooks", "endpoints", "api"}
     assert set(snap["24h"]) == {"payments", "refunds", "disputes", "webhooks", "api"}
     assert snap["sync"]["calls_last"] > 0
     assert snap["endpoints"]["count"] == 2

@@ -102,3 +102,7 @@ def to_csv(mismatches: list[dict]) -> bytes:
     for row in rows:
         writer.writerow({k: neutralise(v) for k, v in row.items()})
     return out.getvalue().encode("utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -155,3 +155,7 @@ def render_api(api: dict) -> None:
                    help="Network errors, 429s and 5xx over all calls (a 4xx is a refusal, shown above).")
     cols[2].metric("Latency avg", fmt.duration(api["latency_ms"]["avg"]))
     cols[3].metric("Latency p95", fmt.duration(api["latency_ms"]["p95"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -362,13 +362,20 @@ def stripe_snapshot(db: Database | MirrorStore, settings: Settings, at: datetime
     """Every Stripe-side figure at ``at`` (default now), from the mirror."""
     ms = db if isinstance(db, MirrorStore) else MirrorStore(db=db, max_time_ms=settings.query_timeout_ms)
     at = utc(at) if at else datetime.now(timezone.utc).replace(microsecond=0)
+    configured = settings.stripe_api_key is not None
     try:
+        # Without a key here and nothing ever mirrored, there is nothing to show: say so in one
+        # line rather than a tree of nulls.  (A mirror filled by a worker that has the key is
+        # still read: ``configured`` is about this process, the figures about the mirror.)
+        if not configured and not resource_status(ms):
+            return {"configured": False, "available": False,
+                    "reason": "Stripe is not configured (STRIPE_API_KEY is unset) and the mirror has never synced"}
         figures = _snapshot(ms, at)
     except DataSourceUnavailable as exc:
         # The mirror lives in Paywatch's own database, possibly another cluster: unknown, not zero.
-        return {"configured": settings.stripe_api_key is not None, "available": False,
+        return {"configured": configured, "available": False,
                 "reason": f"the Stripe mirror could not be read: {exc}"}
-    return {"configured": settings.stripe_api_key is not None, "available": True, **figures}
+    return {"configured": configured, "available": True, "reason": None, **figures}
 
 
 def _snapshot(ms: MirrorStore, at: datetime) -> dict:

@@ -452,6 +452,10 @@ def sync(settings: Settings, options: StripeOptions | None = None, *, api: Strip
 
 def sync_job(settings: Settings) -> SyncReport | None:
     """The worker's scheduled job: one sync; a problem is logged (and recorded in the run), never raised."""
+    stripe_log = logging.getLogger("stripe")
+    if stripe_log.level == logging.NOTSET:
+        # stripe-python logs every request at INFO; each call is recorded in stripe_api_calls instead.
+        stripe_log.setLevel(logging.WARNING)
     try:
         return sync(settings)
     except StripeNotConfigured as exc:
