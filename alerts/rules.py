@@ -267,8 +267,8 @@ def default_rules(settings: Settings) -> list[Rule]:
             ])),
         dict(
             id="stuck_payments", title="Payments stuck in processing", severity="warning",
-            description=f"Payments pending or processing created before now - window (PAYWATCH_STUCK_MINUTES, "
-                        f"default 30 min).",
+            description="Payments pending or processing created before now - window (PAYWATCH_STUCK_MINUTES, "
+                        "default 30 min).",
             metric="stuck_payments", comparison=">", threshold=0, window=stuck_window,
             runbook=dict(section=EMERGENCY, steps=[
                 "Investigate: db.payments.find({ status: \"processing\" }).count() — the oldest are listed below.",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import math
 import random
 import struct
 from dataclasses import dataclass
@@ -461,3 +462,16 @@ class Ledger:
             build = Builder(getattr(schema, key))
             out[key] = [build(**r) for r in records]
         return out
+
+
+def poisson(rng: random.Random, lam: float) -> int:
+    """A Poisson draw (Knuth's method; normal approximation for large means)."""
+    if lam <= 0:
+        return 0
+    if lam > 30:
+        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+    limit, k, p = math.exp(-lam), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k

@@ -24,27 +24,15 @@ it answers:
 from __future__ import annotations
 
 import argparse
-import atexit
-import contextlib
-import fcntl
-import json
 import logging
 import os
 import pickle
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from metrics.embedded import (
-    EmbeddedServerError,
-    _die_with_parent,
-    free_port,
-    pid_alive,
-    port_is_open,
-    stop_process,
-    wait_for_port,
-)
+from metrics.embedded import ChildServer, EmbeddedServerError
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +48,13 @@ class LocalStripeError(EmbeddedServerError):
 
 
 @dataclass
-class LocalStripe:
+class LocalStripe(ChildServer):
     """Find or start the localstripe whose store lives in ``home``."""
 
-    home: Path
-    memory: bool = False  # nothing kept on disk (tests)
-    proc: subprocess.Popen | None = None
-    port: int | None = None
-
-    @property
-    def port_file(self) -> Path:
-        return self.home / "localstripe.json"
+    stem: ClassVar[str] = "localstripe"
+    label: ClassVar[str] = "localstripe"
+    error: ClassVar[type[EmbeddedServerError]] = LocalStripeError
+    start_timeout_s: ClassVar[float] = START_TIMEOUT_S
 
     @property
     def store_file(self) -> Path:
@@ -83,67 +67,23 @@ class LocalStripe:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def address(self) -> str:
+        return self.base_url
+
+    @property
     def api_key(self) -> str:
         return DEMO_API_KEY
 
-    def ensure(self) -> str:
-        """Reuse a running localstripe for this home, or start one; return its base URL."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        with open(self.home / "localstripe.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            running = None if self.memory else self._running()
-            if running:
-                self.port = running
-                log.info("using the localstripe already running on port %s", running)
-            else:
-                self._start()
-        return self.base_url
+    def command(self, port: int) -> list[str]:
+        cmd = [sys.executable, "-m", "demo.localstripe_server", "--port", str(port)]
+        if not self.memory:
+            cmd += ["--store", str(self.store_file.resolve())]
+        return cmd
 
-    def _running(self) -> int | None:
-        try:
-            info = json.loads(self.port_file.read_text())
-            pid, port = int(info["pid"]), int(info["port"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        if pid_alive(pid) and port_is_open(port):
-            return port
-        return None
-
-    def _start(self) -> None:
-        log_path = self.home / ("localstripe-test.log" if self.memory else "localstripe.log")
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
-        last_error: Exception | None = None
-        for _ in range(3):  # a free port can be taken between our probe and the bind
-            port = free_port()
-            cmd = [sys.executable, "-m", "demo.localstripe_server", "--port", str(port)]
-            if not self.memory:
-                cmd += ["--store", str(self.store_file.resolve())]
-            with open(log_path, "ab") as out:
-                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        preexec_fn=_die_with_parent, cwd=self.home, env=env)
-            try:
-                wait_for_port(port, proc, log_path, START_TIMEOUT_S)
-            except EmbeddedServerError as exc:
-                stop_process(proc)
-                last_error = exc
-                continue
-            self.proc, self.port = proc, port
-            if not self.memory:
-                self.port_file.write_text(json.dumps({"pid": proc.pid, "port": port, "owner": os.getpid()}))
-            atexit.register(self.stop)
-            log.info("started localstripe (pid %s) on 127.0.0.1:%s", proc.pid, port)
-            return
-        raise LocalStripeError(f"could not start localstripe: {last_error}")
-
-    def stop(self) -> None:
-        """Stop localstripe if this object started it; leave anyone else's alone."""
-        if self.proc is None:
-            return
-        stop_process(self.proc)
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            if json.loads(self.port_file.read_text()).get("pid") == self.proc.pid:
-                self.port_file.unlink()
-        self.proc = None
+    def child_env(self) -> dict[str, str]:
+        # The child runs from home/, so it finds this project through PYTHONPATH.
+        return {**os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))}
 
 
 # --- The child process ----------------------------------------------------------

@@ -34,7 +34,6 @@ second that way, and maintaining indexes during the load would slow it down.
 from __future__ import annotations
 
 import importlib.util
-import math
 import random
 import time
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ from typing import Callable
 
 from pymongo.database import Database
 
-from demo.catalog import CONTROL_COLLECTION, SPIKE_SERVICES, UTC, Ledger, object_id
+from demo.catalog import CONTROL_COLLECTION, SPIKE_SERVICES, UTC, Ledger, object_id, poisson
 from metrics.schema import Schema
 
 DEFAULT_DAYS = 90
@@ -75,19 +74,6 @@ class History:
     incidents: dict
     start: datetime
     now: datetime
-
-
-def _poisson(rng: random.Random, lam: float) -> int:
-    """A Poisson draw (Knuth's method; normal approximation for large means)."""
-    if lam <= 0:
-        return 0
-    if lam > 30:
-        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
-    limit, k, p = math.exp(-lam), 0, rng.random()
-    while p > limit:
-        k += 1
-        p *= rng.random()
-    return k
 
 
 def hourly_rate(slot: datetime, per_day: float) -> float:
@@ -188,7 +174,7 @@ def build_history(schema: Schema, *, days: int = DEFAULT_DAYS, per_day: float = 
         lo, hi = max(slot, start), min(slot + timedelta(hours=1), now)
         growth = 0.9 + 0.2 * (slot - start) / (now - start)
         share = (hi - lo) / timedelta(hours=1)
-        for created in _uniform_times(rng, lo, hi, _poisson(rng, hourly_rate(slot, per_day) * growth * share)):
+        for created in _uniform_times(rng, lo, hi, poisson(rng, hourly_rate(slot, per_day) * growth * share)):
             ledger.organic(created)
         slot += timedelta(hours=1)
 

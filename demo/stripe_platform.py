@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import random
 import signal
 import sys
@@ -55,7 +54,7 @@ from pymongo.errors import PyMongoError
 
 from demo.catalog import (
     Builder, Customers, activation_delay, charge_amount, delivery_lag, email_delay, enrollment_outcome,
-    handling_time, pick_currency, pick_service,
+    handling_time, pick_currency, pick_service, poisson,
 )
 from metrics.schema import Schema
 from metrics.stripe.metrics import GUIDE_EVENTS
@@ -94,14 +93,6 @@ class Losses:
         return cls(**{name: 0.0 for name in cls.__dataclass_fields__})
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
-    limit, k, p = math.exp(-lam), 0, rng.random()
-    while p > limit:
-        k += 1
-        p *= rng.random()
-    return k
-
-
 class StripePlatform:
     """The platform's payment flow against a Stripe-compatible server, one ``tick`` at a time."""
 
@@ -134,7 +125,7 @@ class StripePlatform:
         before = Counter(self.stats)
         since = now - timedelta(seconds=5) if self._last is None else max(self._last, now - MAX_CATCH_UP)
         if now > since and self.rate_per_min > 0:
-            for _ in range(_poisson(self.rng, self.rate_per_min * (now - since).total_seconds() / 60)):
+            for _ in range(poisson(self.rng, self.rate_per_min * (now - since).total_seconds() / 60)):
                 self.checkout(now)
         self.receive_webhooks(now)
         self.make_due_refunds(now)

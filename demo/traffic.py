@@ -41,7 +41,7 @@ from pymongo.database import Database
 from demo.catalog import (
     CONTROL_COLLECTION, SPIKE_SERVICES, UTC, WEBHOOK_ERRORS, WEBHOOK_OUTAGE_ID, Builder, Customers, Ledger,
     activation_delay, charge_amount, confirm_delay, delivery_lag, email_delay, enrollment_outcome,
-    handling_time, ms, pick_currency, pick_decline, pick_service, stripe_id,
+    handling_time, ms, pick_currency, pick_decline, pick_service, poisson, stripe_id,
 )
 from metrics.schema import SUCCEEDED_STATUSES, Schema
 from metrics.windows import utc
@@ -54,14 +54,6 @@ DEFAULT_RATE_PER_MIN = 1.0
 FAILURE_RATE = 0.03
 MAX_CATCH_UP = timedelta(seconds=60)  # after a pause (laptop asleep) do not invent a rush
 ADOPT_WITHIN = timedelta(minutes=10)  # an earlier run's unfinished payments younger than this are finished
-
-
-def _poisson(rng: random.Random, lam: float) -> int:
-    limit, k, p = math.exp(-lam), 0, rng.random()
-    while p > limit:
-        k += 1
-        p *= rng.random()
-    return k
 
 
 class LiveTraffic:
@@ -101,7 +93,7 @@ class LiveTraffic:
             since = max(self._last, now - MAX_CATCH_UP)
         if now > since and self.rate_per_min > 0:
             seconds = (now - since).total_seconds()
-            arrivals = _poisson(self.rng, self.rate_per_min * seconds / 60)
+            arrivals = poisson(self.rng, self.rate_per_min * seconds / 60)
             for offset in sorted(self.rng.uniform(0, seconds) for _ in range(arrivals)):
                 self._at(since + timedelta(seconds=offset), self._create)
         self._outage = self.control.find_one({"_id": WEBHOOK_OUTAGE_ID})

@@ -26,6 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 log = logging.getLogger(__name__)
 
@@ -104,44 +105,56 @@ def wait_for_port(port: int, proc: subprocess.Popen | None, log_path: Path | Non
 
 
 @dataclass
-class EmbeddedMongo:
-    """Find or start the embedded server whose files live in ``home``."""
+class ChildServer:
+    """A loopback server run as a child process, found again through a port file.
+
+    ``ensure()`` reuses the server a port file in ``home`` names (another
+    command started it) or starts one on a free port; a lock file makes that
+    safe when two commands race.  ``stop()`` stops it only if this object
+    started it.  Subclasses say what to run (:meth:`command`), what their
+    files are called (``stem``) and how the server is addressed.
+    """
 
     home: Path
-    memory: bool = False  # a throw-away store (tests)
+    memory: bool = False  # nothing kept on disk and no port file (tests)
     proc: subprocess.Popen | None = None
     port: int | None = None
 
-    @property
-    def storage_dir(self) -> Path:
-        return self.home / "db"
+    stem: ClassVar[str]  # <stem>.json (port file), <stem>.lock, <stem>.log
+    label: ClassVar[str]  # for messages: "the embedded database"
+    error: ClassVar[type[EmbeddedServerError]] = EmbeddedServerError
+    start_timeout_s: ClassVar[float] = START_TIMEOUT_S
 
     @property
     def port_file(self) -> Path:
-        return self.home / "mongo.json"
-
-    @property
-    def uri(self) -> str:
-        if self.port is None:
-            raise EmbeddedServerError("embedded server not started")
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+        return self.home / f"{self.stem}.json"
 
     @property
     def owned(self) -> bool:
         return self.proc is not None
 
+    @property
+    def address(self) -> str:
+        raise NotImplementedError
+
+    def command(self, port: int) -> list[str]:
+        raise NotImplementedError
+
+    def child_env(self) -> dict[str, str] | None:
+        return None  # the parent's environment
+
     def ensure(self) -> str:
-        """Reuse a running server for these files, or start one; return its URI."""
+        """Reuse a running server for these files, or start one; return its address."""
         self.home.mkdir(parents=True, exist_ok=True)
-        with open(self.home / "mongo.lock", "w") as lock:
+        with open(self.home / f"{self.stem}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             running = None if self.memory else self._running()
             if running:
                 self.port = running
-                log.info("using the embedded database already running on port %s", running)
+                log.info("using %s already running on port %s", self.label, running)
             else:
                 self._start()
-        return self.uri
+        return self.address
 
     def _running(self) -> int | None:
         try:
@@ -154,18 +167,16 @@ class EmbeddedMongo:
         return None
 
     def _start(self) -> None:
-        storage = ":memory:" if self.memory else str(self.storage_dir.resolve())
-        log_path = self.home / ("mongo-test.log" if self.memory else "mongo.log")
+        log_path = self.home / (f"{self.stem}-test.log" if self.memory else f"{self.stem}.log")
         last_error: Exception | None = None
         for _ in range(3):  # a free port can be taken between our probe and the bind
             port = free_port()
-            cmd = [find_executable(SERVER_COMMAND), "--host", "127.0.0.1", "--port", str(port),
-                   "--storage-path", storage, "--log-level", "WARNING"]
             with open(log_path, "ab") as out:
-                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        preexec_fn=_die_with_parent, cwd=self.home)
+                proc = subprocess.Popen(self.command(port), stdout=out, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent, cwd=self.home,
+                                        env=self.child_env())
             try:
-                wait_for_port(port, proc, log_path, START_TIMEOUT_S)
+                wait_for_port(port, proc, log_path, self.start_timeout_s)
             except EmbeddedServerError as exc:
                 stop_process(proc)
                 last_error = exc
@@ -174,9 +185,9 @@ class EmbeddedMongo:
             if not self.memory:
                 self.port_file.write_text(json.dumps({"pid": proc.pid, "port": port, "owner": os.getpid()}))
             atexit.register(self.stop)
-            log.info("started the embedded database (pid %s) on 127.0.0.1:%s", proc.pid, port)
+            log.info("started %s (pid %s) on 127.0.0.1:%s", self.label, proc.pid, port)
             return
-        raise EmbeddedServerError(f"could not start the embedded database: {last_error}")
+        raise self.error(f"could not start {self.label}: {last_error}")
 
     def stop(self) -> None:
         """Stop the server if this object started it; leave anyone else's alone."""
@@ -187,3 +198,30 @@ class EmbeddedMongo:
             if json.loads(self.port_file.read_text()).get("pid") == self.proc.pid:
                 self.port_file.unlink()
         self.proc = None
+
+
+@dataclass
+class EmbeddedMongo(ChildServer):
+    """Find or start the embedded database (SecantusDB) whose files live in ``home``."""
+
+    stem: ClassVar[str] = "mongo"
+    label: ClassVar[str] = "the embedded database"
+
+    @property
+    def storage_dir(self) -> Path:
+        return self.home / "db"
+
+    @property
+    def uri(self) -> str:
+        if self.port is None:
+            raise EmbeddedServerError("embedded server not started")
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    @property
+    def address(self) -> str:
+        return self.uri
+
+    def command(self, port: int) -> list[str]:
+        storage = ":memory:" if self.memory else str(self.storage_dir.resolve())
+        return [find_executable(SERVER_COMMAND), "--host", "127.0.0.1", "--port", str(port),
+                "--storage-path", storage, "--log-level", "WARNING"]

@@ -392,7 +392,7 @@ def _breakdown(ctx: _Context, key: str, title: str, field_name: str, label: str)
 
 
 def _failures_section(ctx: _Context) -> Section:
-    window, tz = ctx.period.window, ctx.tz
+    window = ctx.period.window
     by_hour = review.failures_by_hour(ctx.src, window, ctx.period.timezone)
     largest = review.largest_failed(ctx.src, window, LARGEST_FAILED)
     mask = fmt.mask_email if ctx.settings.mask_emails else (lambda e: e)
