@@ -88,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--interval", metavar="SECONDS", type=_positive(f"--interval (or {INTERVAL_ENV})"),
                      default=os.environ.get(INTERVAL_ENV, "5"),
                      help=f"seconds between ticks (default 5, or ${INTERVAL_ENV})")
-    run.add_argument("--rate", metavar="N", type=_positive("--rate"), default=DEFAULT_RATE_PER_MIN,
-                     help=f"new payments per minute (default {DEFAULT_RATE_PER_MIN:g})")
+    run.add_argument("--rate", metavar="N", type=_positive("--rate", zero_ok=True), default=DEFAULT_RATE_PER_MIN,
+                     help=f"new payments per minute (default {DEFAULT_RATE_PER_MIN:g}; 0: none, only the "
+                          "incidents and the history's payments still in flight)")
     run.add_argument("--incident-every", metavar="MINUTES", type=_positive(f"--incident-every (or {INCIDENTS_ENV})", zero_ok=True),
                      default=os.environ.get(INCIDENTS_ENV, "20"),
                      help="inject the incidents in turn (decline spike, webhook outage, amount spike, refund wave), "

@@ -32,8 +32,12 @@ ROOT = Path(__file__).resolve().parent.parent
 # Checkouts made through localstripe before the worker starts, so its first mirror sync
 # (seconds after it starts) already has PaymentIntents and mismatches to show.
 STRIPE_WARM_UP = 12
-# The demo mirrors every minute (production: every 5); read once Settings has stripe_sync_minutes.
+# The demo mirrors every minute (production: every 5).
 DEMO_SYNC_MINUTES = "1"
+# The first sync looks back about 3 minutes: over the warm-up checkouts, not the seeded history.
+DEMO_BACKFILL_DAYS = "0.002"
+# Live checkouts per minute through localstripe.
+DEMO_STRIPE_RATE = "2"
 
 
 @dataclass
@@ -134,13 +138,21 @@ def main(argv: list[str] | None = None) -> int:
                 health = PlatformApi().start()
                 env["PAYWATCH_HEALTH_URL"] = health.url
                 say(f"stand-in platform health endpoint on {health.url}")
+            embedded_stripe = settings.stripe_api_key is None and not args.no_stripe
             if not args.no_traffic:
-                children.append(Child("traffic", [py, "-m", "demo", "run"]))
-            if settings.stripe_api_key is None and not args.no_stripe:
+                # With the embedded Stripe, live payments go through it (the "stripe" child below) as a
+                # platform's do; this one then only injects the incidents and finishes the history's
+                # in-flight payments, so reconciliation is not flooded with payments Stripe never saw.
+                rate = ["--rate", "0"] if embedded_stripe else []
+                children.append(Child("traffic", [py, "-m", "demo", "run", *rate]))
+            if embedded_stripe:
                 local_stripe = LocalStripe(settings.home)
                 base = local_stripe.ensure()
                 env.update(STRIPE_API_KEY=local_stripe.api_key, STRIPE_API_BASE=base)
                 env.setdefault("PAYWATCH_STRIPE_SYNC_MINUTES", DEMO_SYNC_MINUTES)
+                # The seeded history never went through this Stripe: the mirror's first sync looks back
+                # only over the warm-up checkouts, so the history is outside what reconciliation covers.
+                env.setdefault("PAYWATCH_STRIPE_BACKFILL_DAYS", DEMO_BACKFILL_DAYS)
                 say(f"embedded Stripe (localstripe) on {base}" + (f" (pid {local_stripe.proc.pid})"
                                                                   if local_stripe.proc else " (already running)"))
                 warm = subprocess.run([py, "-m", "demo.stripe_platform", "--warm-up", str(STRIPE_WARM_UP)],
@@ -149,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     say("the first Stripe checkouts failed; see the lines above")
                     return 1
                 if not args.no_traffic:
-                    children.append(Child("stripe", [py, "-m", "demo.stripe_platform"]))
+                    children.append(Child("stripe", [py, "-m", "demo.stripe_platform", "--rate", DEMO_STRIPE_RATE]))
         else:
             say("using the configured MongoDB (MONGODB_URI); no demo data is written")
 
