@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 STRIPE_WARM_UP = 12
 # The demo mirrors every minute (production: every 5).
 DEMO_SYNC_MINUTES = "1"
-# The first sync looks back about 3 minutes: over the warm-up checkouts, not the seeded history.
-DEMO_BACKFILL_DAYS = "0.002"
+# The worker's first mirror sync comes within this many seconds of its start (it waits 5 s).
+FIRST_SYNC_WITHIN_S = 30
 # Live checkouts per minute through localstripe.
 DEMO_STRIPE_RATE = "2"
 
@@ -150,16 +151,19 @@ def main(argv: list[str] | None = None) -> int:
                 base = local_stripe.ensure()
                 env.update(STRIPE_API_KEY=local_stripe.api_key, STRIPE_API_BASE=base)
                 env.setdefault("PAYWATCH_STRIPE_SYNC_MINUTES", DEMO_SYNC_MINUTES)
-                # The seeded history never went through this Stripe: the mirror's first sync looks back
-                # only over the warm-up checkouts, so the history is outside what reconciliation covers.
-                env.setdefault("PAYWATCH_STRIPE_BACKFILL_DAYS", DEMO_BACKFILL_DAYS)
                 say(f"embedded Stripe (localstripe) on {base}" + (f" (pid {local_stripe.proc.pid})"
                                                                   if local_stripe.proc else " (already running)"))
+                warm_up_began = time.monotonic()
                 warm = subprocess.run([py, "-m", "demo.stripe_platform", "--warm-up", str(STRIPE_WARM_UP)],
                                       cwd=ROOT, env=env)
                 if warm.returncode != 0:
                     say("the first Stripe checkouts failed; see the lines above")
                     return 1
+                # The seeded history never went through this Stripe: the mirror's first sync (a few
+                # seconds after the worker starts) looks back to about when the warm-up began, so
+                # reconciliation covers the payments made through Stripe and not the history.
+                look_back_s = time.monotonic() - warm_up_began + FIRST_SYNC_WITHIN_S
+                env.setdefault("PAYWATCH_STRIPE_BACKFILL_DAYS", f"{look_back_s / 86400:.6f}")
                 if not args.no_traffic:
                     children.append(Child("stripe", [py, "-m", "demo.stripe_platform", "--rate", DEMO_STRIPE_RATE]))
         else:
