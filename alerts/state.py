@@ -63,6 +63,15 @@ class AlertState:
         return self.state in (PENDING, FIRING)
 
 
+# Each cycle reads the clock a little after its scheduled tick, by a varying fraction of a second;
+# without this slack a `for` that is a whole number of intervals would fire one interval late.
+FOR_JITTER = timedelta(seconds=1)
+
+
+def _jitter(for_: timedelta) -> timedelta:
+    return min(FOR_JITTER, for_ / 20)
+
+
 def next_state(rule: "Rule", obs: Observation | None, prev: AlertState, now: datetime) -> AlertState:
     """The state after one evaluation at ``now``; ``obs is None`` means the data was unavailable."""
     if obs is None:
@@ -79,7 +88,7 @@ def next_state(rule: "Rule", obs: Observation | None, prev: AlertState, now: dat
     if prev.state == PENDING:
         if not breach:
             return replace(cur, state=INACTIVE, since=now, active_at=None)
-        if now - (prev.active_at or now) >= rule.for_:
+        if now - (prev.active_at or now) >= rule.for_ - _jitter(rule.for_):
             return replace(cur, state=FIRING, since=now, fired_at=now, resolved_at=None)
         return cur
     # FIRING
