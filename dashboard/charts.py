@@ -8,6 +8,8 @@ major units with the currency's symbol.
 
 from __future__ import annotations
 
+import html
+
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -113,7 +115,12 @@ def time_chart(rows: list[dict], tz: ZoneInfo, traces: list[tuple[str, list[floa
 
 def bar_chart(labels: list[str], values: list[float], *, title: str, value_title: str, axis: dict = COUNT,
               colour: str = NEUTRAL, horizontal: bool = True, category_title: str | None = None) -> go.Figure:
-    """One bar per category; horizontal so long labels (decline codes, ids) stay readable."""
+    """One bar per category; horizontal so long labels (decline codes, ids) stay readable.
+
+    Labels are platform data and Plotly draws a subset of HTML in them (links,
+    bold): they are escaped, so ``<a href=...>`` in a decline code is shown as text.
+    """
+    labels = [html.escape(str(label), quote=False) for label in labels]
     fig = go.Figure()
     hover = f"%{{{'x' if horizontal else 'y'}:{axis['hover']}}}<extra></extra>"
     if horizontal:

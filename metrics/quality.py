@@ -16,10 +16,13 @@ NUMBER_TYPES = ["int", "long", "double", "decimal"]
 STATUSES = {"payments": PAYMENT_STATUSES, "enrollments": ENROLLMENT_STATUSES, "webhook_events": WEBHOOK_STATUSES}
 COLLECTIONS = ("payments", "enrollments", "webhook_events")
 
-# Amounts are summed as int64.  The range also keeps out NaN and the infinities
-# (a range never matches NaN), which ``$toLong`` would reject and so fail the
-# whole aggregation instead of excluding one document.
-AMOUNT_RANGE = {"$gte": Int64(-(2**63)), "$lte": Int64(2**63 - 1)}
+# Amounts are summed as int64.  The range keeps out NaN and the infinities (a
+# range never matches NaN), which ``$toLong`` would reject and so fail the whole
+# aggregation instead of excluding one document, and amounts beyond 2^53 minor
+# units (90 trillion dollars: no payment) whose sums could overflow int64 and
+# which a JSON reader holding numbers as doubles could not represent exactly.
+AMOUNT_LIMIT = 2**53
+AMOUNT_RANGE = {"$gte": Int64(-AMOUNT_LIMIT), "$lte": Int64(AMOUNT_LIMIT)}
 
 
 def _integral_amount(schema: Schema) -> dict:
@@ -40,9 +43,14 @@ def valid_filter(key: str, schema: Schema, window_condition: dict | None = None)
         window_field: window_condition if window_condition is not None else {"$type": "date"},
         coll["status"]: {"$in": list(STATUSES[key])},
     }
+    # A query condition also matches an array holding a matching value (``status: ["completed"]``);
+    # the same tests as expressions see the field's own value, so an array is invalid.
+    checks = [{"$eq": [{"$type": coll.ref(WINDOW_FIELD[key])}, "date"]},
+              {"$in": [coll.ref("status"), list(STATUSES[key])]}]
     if key == "payments":
         query[coll["amount"]] = {"$type": NUMBER_TYPES, **AMOUNT_RANGE}
-        query["$expr"] = _integral_amount(schema)
+        checks.append(_integral_amount(schema))
+    query["$expr"] = {"$and": checks}
     return query
 
 

@@ -129,8 +129,21 @@ class Settings(BaseSettings):
     @field_validator("mongodb_uri", "state_uri")
     @classmethod
     def _mongo_scheme(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().startswith(("mongodb://", "mongodb+srv://")):
+        if value is None:
+            return value
+        uri = value.get_secret_value()
+        if not uri.startswith(("mongodb://", "mongodb+srv://")):
             raise ValueError("must start with mongodb:// or mongodb+srv://")
+        if uri.startswith("mongodb://"):  # a mongodb+srv:// URI is only checked when its DNS record is read
+            from pymongo.errors import ConfigurationError, InvalidURI
+            from pymongo.uri_parser import parse_uri
+
+            try:
+                parse_uri(uri)
+            except (ConfigurationError, InvalidURI, ValueError) as exc:
+                # pymongo's message can quote the URI, password included: name only the kind of error.
+                raise ValueError(f"is not a valid MongoDB URI ({type(exc).__name__}): check the host and port, "
+                                 "and that the user name and password are percent-encoded") from None
         return value
 
     @classmethod

@@ -10,6 +10,8 @@ tables; they compute nothing.
 
 from __future__ import annotations
 
+import html
+
 from functools import lru_cache
 from pathlib import Path
 
@@ -122,7 +124,8 @@ def _decline_chart(report: Report) -> go.Figure | None:
     if not table.rows:
         return None
     rows = list(reversed(table.rows))  # largest on top
-    codes = [str(r["key"]) for r in rows]
+    # Decline codes are platform data; Plotly draws a subset of HTML in labels, so they are escaped.
+    codes = [html.escape(str(r["key"]), quote=False) for r in rows]
     fig = go.Figure([
         go.Bar(name=report.period.previous_label, y=codes, x=[r["previous"] for r in rows], orientation="h",
                marker_color=COLOURS["previous"]),

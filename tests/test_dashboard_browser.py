@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from playwright.sync_api import sync_playwright
 
 from browser import chromium
 from browser.server import ROOT, StreamlitServer
+from dashboard.common import LIVE_TTL_S
 from alerts.worker import Worker
 from demo.seed import seed
 from demo.stripe_platform import StripePlatform
@@ -57,13 +59,25 @@ def run_worker(settings, now: datetime) -> None:
     assert worker.cycle()["leader"]
 
 
-def pay_through_stripe(platform_db, settings, localstripe) -> None:
+def pay_through_stripe(platform_db, settings, localstripe) -> datetime:
     """A few checkouts through localstripe, as ``make run``'s warm-up does, then one mirror sync."""
     platform = StripePlatform(platform_db, settings.schema, api_key=localstripe.api_key,
                               api_base=localstripe.base_url, rng=random.Random(5))
     platform.warm_up(10)
     # The seeded history never went through Stripe: look back only over these checkouts.
-    sync(settings, StripeOptions(backfill_days=2 / 1440, max_requests_per_second=0))
+    report = sync(settings, StripeOptions(backfill_days=2 / 1440, max_requests_per_second=0))
+    assert report.ok and report.synced_through, (report.error, report.skipped,
+                                                  {n: (r.status, r.stored) for n, r in report.resources.items()})
+    return report.started_at
+
+
+def wait_until_pages_see(instant: datetime) -> None:
+    """Live pages show the figures as of the last whole LIVE_TTL_S seconds: wait until that is past ``instant``."""
+    while True:
+        now = time.time()
+        if now - now % LIVE_TTL_S > instant.timestamp():
+            return
+        time.sleep(LIVE_TTL_S - now % LIVE_TTL_S + 0.1)
 
 
 def test_every_page_opens_in_chromium_without_an_exception(platform_db, make_settings, db_names, mongo_uri, tmp_path,
@@ -74,7 +88,7 @@ def test_every_page_opens_in_chromium_without_an_exception(platform_db, make_set
     shots = screenshots_dir(tmp_path)
     now = datetime.now(timezone.utc)
     seed(platform_db, settings.schema, days=8, per_day=80, now=now - timedelta(minutes=5))  # the live view has data
-    pay_through_stripe(platform_db, settings, localstripe)
+    synced_at = pay_through_stripe(platform_db, settings, localstripe)
     run_worker(settings, now)
     env = {"MONGODB_URI": mongo_uri, "PAYWATCH_SOURCE_DB": db_names[0], "PAYWATCH_DB": db_names[1],
            "PAYWATCH_CURRENCIES": "usd,eur,gbp", **stripe_env}
@@ -84,6 +98,8 @@ def test_every_page_opens_in_chromium_without_an_exception(platform_db, make_set
         try:
             page = browser.new_page(viewport={"width": chromium.WIDTH, "height": chromium.HEIGHT})
             for i, (name, title, drawn) in enumerate(PAGES):
+                if name == "stripe":
+                    wait_until_pages_see(synced_at)  # usually long past by now
                 page.goto(f"{server.url}/" + ("" if i == 0 else name))  # the default page lives at /
                 chromium.wait_until_drawn(page, f'[data-testid="{drawn}"]')
                 assert page.locator('[data-testid="stException"]').count() == 0, server.log()

@@ -93,6 +93,11 @@ PAYMENT_CASES = {
     "amount NaN": bad_payment(amount=float("nan")),
     "amount infinite": bad_payment(amount=float("inf")),
     "missing amount": bad_payment(amount=...),
+    "amount beyond 2^53 minor units": bad_payment(amount=2**62),
+    "amount in an array": bad_payment(amount=[250]),
+    # A query condition matches an array holding a matching value; a document must not pass that way.
+    "status in an array": [bad_payment(status=["refunded"])[0], bad_payment(status=["processing"])[1]],
+    "createdAt in an array": [bad_payment(createdAt=[AT - 30 * MIN])[0], bad_payment(createdAt=[AT - 2 * H])[1]],
     # A status outside the list: a "succeeded" one in every window, and an old "stuck" one.
     "unknown status": [bad_payment(status="succeeded")[0], bad_payment(status="stuck")[1]],
 }
@@ -119,6 +124,8 @@ WEBHOOK_CASES = {
     "receivedAt as a string": {"receivedAt": "2026-11-26T11:50:00Z"},
     "missing receivedAt": {"receivedAt": ...},
     "unknown status": {"status": "done"},
+    "status in an array": {"status": ["failed"]},
+    "receivedAt in an array": {"receivedAt": [AT - 10 * MIN]},
 }
 
 
@@ -142,6 +149,8 @@ ENROLLMENT_CASES = {
     "missing createdAt": {"createdAt": ...},
     "createdAt as a string": {"createdAt": "2026-11-26T11:00:00Z"},
     "unknown status": {"status": "archived"},
+    "status in an array": {"status": ["active"]},
+    "createdAt in an array": {"createdAt": [AT - H]},
 }
 
 

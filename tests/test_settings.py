@@ -132,3 +132,12 @@ def test_the_database_uri_is_a_secret_that_does_not_print():
 def test_the_schema_mapping_is_accepted_by_its_field_name_too():
     settings = load_settings(schema_mapping={"payments": {"collection": "txns"}})
     assert settings.schema.payments.name == "txns"
+
+
+@pytest.mark.parametrize("uri", ["mongodb://user:hunter2@127.0.0.1:notaport/db", "mongodb://us:er:hunter2@h@x/db"])
+def test_a_malformed_database_uri_is_one_line_that_keeps_the_password_out(uri):
+    with pytest.raises(SettingsError) as caught:
+        load_settings(mongodb_uri=uri)
+    message = str(caught.value)
+    assert "mongodb_uri" in message.lower() and "not a valid MongoDB URI" in message
+    assert "hunter2" not in message and "\n" not in message

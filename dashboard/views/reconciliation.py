@@ -87,7 +87,7 @@ def render_mismatches(result: dict) -> None:
                        mime="text/csv", icon=":material/download:")
     st.subheader("Proposed fixes", anchor=False, divider="gray")
     for m in mismatches:
-        with st.expander(f"{m['title']} · {m['payment_intent']}"):
+        with st.expander(f"{md(m['title'])} · {md(m['payment_intent'])}"):
             st.write(md(m["detail"]))
             st.write(md(m["fix"]))
             st.code(m["fix_command"], language="javascript")
