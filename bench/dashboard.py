@@ -27,14 +27,14 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import requests
+
+from dashboard.process import DashboardProcess
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
@@ -47,7 +47,6 @@ DRAWN = """() => document.querySelectorAll('[data-testid="stMetric"]').length > 
                  && !document.querySelector('[data-testid="stStatusWidget"]')
                  && document.querySelectorAll('.js-plotly-plot').length
                     >= document.querySelectorAll('[data-testid="stPlotlyChart"]').length"""
-START_TIMEOUT_S = 120
 # Settings of a developer's shell that would make the measured dashboard differ from the volume's.
 NOT_INHERITED = ("MONGODB_URI", "DATABASE_URL", "PAYWATCH_SOURCE_DB", "PAYWATCH_DB", "PAYWATCH_STATE_URI",
                  "PAYWATCH_CONFIG", "SLACK_WEBHOOK_URL", "SLACK_BOT_TOKEN", "STRIPE_API_KEY", "STRIPE_API_BASE")
@@ -163,53 +162,13 @@ def run(url: str, at: datetime | None = None, pid: int | None = None, *, first_v
     }
 
 
-class Dashboard:
-    """``streamlit run dashboard/app.py`` over one database, as a child process; stops exactly it."""
+class Dashboard(DashboardProcess):
+    """The dashboard over one volume, with no secrets file: a developer's [auth] section would put a
+    login page in front of the Overview."""
 
     def __init__(self, env: dict[str, str], log_path: Path, drop: tuple[str, ...] = ()):
-        from metrics.embedded import free_port
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        inherited = {k: v for k, v in os.environ.items() if k not in drop}
-        self.env = {**inherited, **env, "PYTHONUNBUFFERED": "1"}
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> "Dashboard":
-        from bench.common import ROOT
-
-        # No secrets file: a developer's [auth] section would put a login page in front of the Overview.
-        cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
-               "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-               "--secrets.files", str(self.log_path.parent / "no-secrets.toml")]
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {self.proc.returncode}: {self.log()}")
-            try:
-                if requests.get(f"{self.url}/_stcore/health", timeout=1).ok:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        self.__exit__()
-        raise RuntimeError(f"streamlit did not answer within {START_TIMEOUT_S} s: {self.log()}")
-
-    def __exit__(self, *exc) -> None:
-        from metrics.embedded import stop_process
-
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+        super().__init__(env, log_path, ("--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+                                         "--secrets.files", str(log_path.parent / "no-secrets.toml")), drop)
 
 
 def measure(volume) -> dict:

@@ -87,3 +87,20 @@ def platform_db(mongo_client, db_names):
 @pytest.fixture
 def src(settings):
     return dbmod.source(settings)
+
+
+@pytest.fixture
+def fresh_streamlit():
+    """For tests that run Streamlit in this process: empty caches and re-read settings, before and after."""
+    import streamlit as st
+
+    from metrics.settings import get_settings
+
+    def reset():
+        get_settings.cache_clear()
+        st.cache_data.clear()
+        st.cache_resource.clear()
+        dbmod.reset()
+    reset()
+    yield
+    reset()

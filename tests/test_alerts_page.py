@@ -13,7 +13,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from alerts import outbox, store
@@ -23,7 +22,6 @@ from demo.seed import seed
 from metrics import db as dbmod
 from metrics.embedded import free_port
 from metrics.schema import DEFAULT_SCHEMA
-from metrics.settings import get_settings
 from metrics.windows import iso
 
 from test_dashboard import APP, TIMEOUT_S, texts
@@ -33,15 +31,8 @@ INJECTION = "<!channel> *pwned* [click](javascript:alert(1)) `x`"
 
 
 @pytest.fixture(autouse=True)
-def fresh_streamlit():
-    def reset():
-        get_settings.cache_clear()
-        st.cache_data.clear()
-        st.cache_resource.clear()
-        dbmod.reset()
-    reset()
-    yield
-    reset()
+def _fresh(fresh_streamlit):
+    """Empty caches and re-read settings before and after each test (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,6 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import common
 from demo.seed import seed
-from metrics import db as dbmod
 from metrics.db import Source
 from metrics import enrollments, payments, series, webhooks
 from metrics import format as fmt
@@ -54,16 +53,8 @@ def texts(elements) -> str:
 
 
 @pytest.fixture(autouse=True)
-def fresh_streamlit():
-    """Each test starts with empty caches and re-read settings; the process is shared."""
-    def reset():
-        get_settings.cache_clear()
-        st.cache_data.clear()
-        st.cache_resource.clear()
-        dbmod.reset()
-    reset()
-    yield
-    reset()
+def _fresh(fresh_streamlit):
+    """Empty caches and re-read settings before and after each test (tests/conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from dashboard.common import md
@@ -23,15 +22,8 @@ TIMEOUT_S = 120
 
 
 @pytest.fixture(autouse=True)
-def fresh_streamlit():
-    def reset():
-        get_settings.cache_clear()
-        st.cache_data.clear()
-        st.cache_resource.clear()
-        dbmod.reset()
-    reset()
-    yield
-    reset()
+def _fresh(fresh_streamlit):
+    """Empty caches and re-read settings before and after each test (tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -8,16 +8,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from bson import ObjectId
 from streamlit.testing.v1 import AppTest
 
 from dashboard.common import md
 from dashboard.views.reconciliation import to_csv
 from fakes.stripe_extras import localstripe, next_second, shop, stripe_fake, stripe_front, stripe_settings  # noqa: F401
-from metrics import db as dbmod
 from metrics import format as fmt
-from metrics.settings import get_settings
 from metrics.stripe import metrics as sm
 from metrics.stripe.client import StripeOptions
 from metrics.stripe.mirror import sync
@@ -45,14 +42,8 @@ st.navigation([st.Page(stripe.main, title="Stripe", url_path="stripe", default=T
 
 
 @pytest.fixture(autouse=True)
-def fresh_streamlit():
-    def reset():
-        get_settings.cache_clear()
-        st.cache_data.clear()
-        dbmod.reset()
-    reset()
-    yield
-    reset()
+def _fresh(fresh_streamlit):
+    """Empty caches and re-read settings before and after each test (tests/conftest.py)."""
 
 
 @pytest.fixture
