@@ -125,13 +125,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _print_progress(done: int, total: int, what: str) -> None:
+    """One line that counts up on a terminal; a line per step in a log (nothing to overwrite there)."""
     percent = 100 * done // total if total else 100
-    print(f"demo: seeding {done:,}/{total:,} documents ({percent}%) {what}", file=sys.stderr, flush=True)
+    line = f"demo: seeding {done:,}/{total:,} documents ({percent}%) {what}"
+    if sys.stderr.isatty():
+        print(f"\r{line}\033[K", end="", file=sys.stderr, flush=True)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _seed(args, db, schema) -> dict:
     result = seeding.seed(db, schema, days=args.days, per_day=args.per_day, rng_seed=args.rng_seed,
                           progress=_print_progress, indexes=getattr(args, "indexes", True))
+    if sys.stderr.isatty():
+        print(file=sys.stderr)  # end the line the progress counted up on
     print(f"demo: seeded {result['payments']:,} payments, {result['webhook_events']:,} webhook events and "
           f"{result['enrollments']:,} enrollments ({args.days} days) in {result['seconds']:.1f} s")
     for name, incident in sorted(result["incidents"].items(), key=lambda item: item[1]["start"]):
