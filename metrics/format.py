@@ -50,8 +50,11 @@ def rate(value: float | None, digits: int = 1) -> str:
     return "–" if value is None else f"{value * 100:.{digits}f}%"
 
 
-def count(value: int | None) -> str:
-    return "–" if value is None else f"{value:,}"
+def count(value: int | None, noun: str | None = None) -> str:
+    """``1,234``; with a noun, ``1 refund`` / ``3 refunds`` (nouns that take an s)."""
+    if value is None:
+        return "–"
+    return f"{value:,}" if noun is None else f"{value:,} {noun}{'' if value == 1 else 's'}"
 
 
 def size(num_bytes: int | None) -> str:

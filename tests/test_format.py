@@ -62,3 +62,10 @@ def test_counts_and_sizes():
 ])
 def test_emails_are_masked_but_keep_their_domain(email, expected):
     assert fmt.mask_email(email) == expected
+
+
+def test_a_count_with_a_noun_agrees_in_number():
+    assert fmt.count(1, "refund") == "1 refund"
+    assert fmt.count(0, "refund") == "0 refunds"
+    assert fmt.count(1234, "probe") == "1,234 probes"
+    assert fmt.count(None, "refund") == "–"

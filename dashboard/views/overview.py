@@ -115,7 +115,7 @@ def render_payments(view: View) -> None:
         Tile("Refund rate", None if now is None else fmt.rate(now["refund_rate"]),
              delta=delta_rate(dig(now, "refund_rate"), dig(before, "refund_rate")), delta_color="inverse",
              target=t["refund_rate"], raw=dig(now, "refund_rate"),
-             note=None if now is None else f"{fmt.count(now['refunds'])} refunds",
+             note=None if now is None else fmt.count(now['refunds'], 'refund'),
              help="Payments refunded in the period / payments succeeded in the period."),
         Tile("Average transaction value", atv, note=f"also {atv_others}" if atv_others else None,
              help="Revenue divided by the number of succeeded payments, per currency."),
@@ -213,7 +213,7 @@ def render_system(view: View) -> None:
     view.tiles([
         Tile("API latency", fmt.duration(dig(probe, "latency_ms", "avg")) if probe else None,
              note=not_probed or (f"p95 {fmt.duration(dig(probe, 'latency_ms', 'p95'))} · "
-                                 f"{fmt.count(dig(probe, 'samples'))} probes" if probe else None),
+                                 f"{fmt.count(dig(probe, 'samples'), 'probe')}" if probe else None),
              help="Average time for the platform's health URL to answer, as the probe measures it."),
         Tile("API error rate", fmt.rate(dig(probe, "error_rate"), 2) if probe else None, note=not_probed,
              help="Probes that failed or answered with an HTTP error."),

@@ -67,7 +67,7 @@ def render_kpis(view: View, summary: dict | None, before: dict | None, currency:
         Tile("Refund rate", None if summary is None else fmt.rate(summary["refund_rate"]),
              delta=delta_rate(dig(summary, "refund_rate"), dig(before, "refund_rate")), delta_color="inverse",
              target=view.targets["refund_rate"], raw=dig(summary, "refund_rate"),
-             note=None if summary is None else f"{fmt.count(summary['refunds'])} refunds"),
+             note=None if summary is None else fmt.count(summary['refunds'], 'refund')),
         money_tile("Average transaction value",
                    None if summary is None else {c: v for c, v in summary["avg_transaction_value"].items() if v},
                    None if before is None else {c: v for c, v in before["avg_transaction_value"].items() if v}),

@@ -69,7 +69,7 @@ def render_probe(view: View) -> None:
         Tile("API latency (avg)", fmt.duration(dig(summary, "latency_ms", "avg")),
              note=f"p95 {fmt.duration(dig(summary, 'latency_ms', 'p95'))}",
              help="The guide alerts when API latency exceeds 1 second."),
-        Tile("API error rate", fmt.rate(summary["error_rate"], 2), note=f"{fmt.count(summary['samples'])} probes",
+        Tile("API error rate", fmt.rate(summary["error_rate"], 2), note=fmt.count(summary['samples'], 'probe'),
              help="Probes that failed or answered with an HTTP error; the guide alerts above 1%."),
         Tile("Memory usage", None if summary["memory_pct"] is None else f"{summary['memory_pct']:.1f}%",
              note=None if summary["memory_pct"] is not None else "not reported by the health endpoint",
