@@ -33,7 +33,10 @@ def database_health(src: Source, embedded: bool, storage_path: Path | None = Non
     try:
         status = src.db.client.admin.command("serverStatus", maxTimeMS=src.max_time_ms)
         conns = status.get("connections", {})
-        out["connections"] = {"current": conns.get("current"), "available": conns.get("available")}
+        available = conns.get("available")
+        if embedded and available == 0:
+            available = None  # SecantusDB has no connection limit and reports 0, which MongoDB means as "full"
+        out["connections"] = {"current": conns.get("current"), "available": available}
         out["server_version"] = status.get("version")
     except Exception as exc:  # noqa: BLE001 - permission or server errors are reported, not raised
         out["connections_error"] = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
