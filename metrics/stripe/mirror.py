@@ -337,8 +337,10 @@ class Mirror:
         result.error = str(exc)
         if exc.permanent:
             result.status = "unavailable"
+            before = _state(self.db, result.resource)
             _save_state(self.db, result.resource, {"status": "unavailable", "error": str(exc), "checked_at": self.clock()})
-            log.info("stripe mirror: %s", exc)
+            if (before.get("status"), before.get("error")) != ("unavailable", str(exc)):
+                log.info("stripe mirror: %s", exc)  # said once, not at every sync (the page shows it)
             return
         result.status = "error"
         _save_state(self.db, result.resource, {"status": "error", "error": str(exc), "checked_at": self.clock()})
