@@ -9,6 +9,8 @@ see each other's documents.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -104,3 +106,16 @@ def fresh_streamlit():
     reset()
     yield
     reset()
+
+
+@pytest.fixture
+def run(mongo_uri, db_names, tmp_path):
+    """Run ``python -m metrics ARGS`` on the test's databases (no Stripe key: a snapshot never calls Stripe)."""
+
+    def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+        environ = {**os.environ, "MONGODB_URI": mongo_uri, "PAYWATCH_SOURCE_DB": db_names[0],
+                   "PAYWATCH_DB": db_names[1], "PAYWATCH_HOME": str(tmp_path / "home"), **env}
+        return subprocess.run([sys.executable, "-m", "metrics", *args], cwd=Path(__file__).resolve().parents[1],
+                              env=environ, capture_output=True, text=True, timeout=120)
+
+    return run_cli

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from metrics.embedded import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 UTC = timezone.utc
 AT = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
@@ -52,19 +47,6 @@ def missing_keys(spec: dict, data: dict, path: str = "") -> list[str]:
         elif sub is not None:
             missing += missing_keys(sub, data[key], f"{path}{key}.")
     return missing
-
-
-@pytest.fixture
-def run(mongo_uri, db_names, tmp_path):
-    """Run ``python -m metrics ARGS`` with the test server as the platform's database."""
-
-    def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
-        environ = {**os.environ, "MONGODB_URI": mongo_uri, "PAYWATCH_SOURCE_DB": db_names[0],
-                   "PAYWATCH_DB": db_names[1], "PAYWATCH_HOME": str(tmp_path / "home"), **env}
-        return subprocess.run([sys.executable, "-m", "metrics", *args], cwd=ROOT, env=environ,
-                              capture_output=True, text=True, timeout=60)
-
-    return run_cli
 
 
 @pytest.fixture

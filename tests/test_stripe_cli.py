@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -15,22 +11,8 @@ from fakes.stripe_extras import localstripe, next_second, shop, stripe_fake, str
 from metrics.stripe.client import StripeOptions
 from metrics.stripe.mirror import sync
 
-ROOT = Path(__file__).resolve().parent.parent
 UTC = timezone.utc
 FAST = StripeOptions(max_requests_per_second=0, max_network_retries=1, connect_timeout_s=2, read_timeout_s=10)
-
-
-@pytest.fixture
-def run(mongo_uri, db_names, tmp_path):
-    """Run ``python -m metrics ARGS`` on the test's databases, with no Stripe key (a snapshot never calls Stripe)."""
-
-    def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
-        environ = {**os.environ, "MONGODB_URI": mongo_uri, "PAYWATCH_SOURCE_DB": db_names[0],
-                   "PAYWATCH_DB": db_names[1], "PAYWATCH_HOME": str(tmp_path / "home"), **env}
-        return subprocess.run([sys.executable, "-m", "metrics", *args], cwd=ROOT, env=environ,
-                              capture_output=True, text=True, timeout=120)
-
-    return run_cli
 
 
 @pytest.fixture
