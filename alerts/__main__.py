@@ -26,6 +26,7 @@ from alerts.config import load_config, parse_duration
 from alerts.outbox import utcnow
 from alerts.readings import METRICS, EvalContext
 from alerts.rules import find_rule, load_rules
+from alerts.state import scope
 from metrics.db import DataSourceUnavailable, source, state_db
 from metrics.settings import SettingsError, load_settings
 from metrics.snapshot import to_json
@@ -162,8 +163,7 @@ def cmd_silence(settings, args) -> int:
         raise SettingsError("--for must be longer than 0")
     by = args.by or getpass.getuser()
     sid = store.add_silence(state_db(settings), rule.id, args.subject, now + args.duration, args.reason, by, now)
-    scope = f"{rule.id} [{args.subject}]" if args.subject else rule.id
-    print(f"silenced {scope} until {iso(now + args.duration)} (id {sid}, by {by}): {args.reason}")
+    print(f"silenced {scope(rule.id, args.subject)} until {iso(now + args.duration)} (id {sid}, by {by}): {args.reason}")
     return 0
 
 
@@ -176,8 +176,7 @@ def cmd_silences(settings, args) -> int:
     if not active:
         print("no active silences")
     for s in active:
-        scope = f"{s['rule_id']} [{s['subject']}]" if s.get("subject") else s["rule_id"]
-        print(f"{s['_id']}  {scope:<34} until {iso(s['until'])}  by {s['by']}: {s['reason']}")
+        print(f"{s['_id']}  {scope(s['rule_id'], s.get('subject')):<34} until {iso(s['until'])}  by {s['by']}: {s['reason']}")
     return 0
 
 

@@ -27,7 +27,7 @@ from alerts.outbox import Outbox
 from alerts.readings import METRICS, EvalContext, Reading, explain, format_value
 from alerts.rules import Rule
 from alerts.state import (FIRING, INACTIVE, RESOLVED, RESOLVED_MSG, AlertState, Decision, Observation,
-                          after_notify, dedup_key, next_state, notify_reason)
+                          after_notify, dedup_key, next_state, notify_reason, scope)
 from metrics.db import DataSourceUnavailable
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def apply(db: Database, outbox: Outbox, ctx: EvalContext, evaluations: list[Eval
             updates.append(store.state_update(ev.doc_id, {**fields, **_meta(ev)}, fence))
         if ev.new.state != ev.prev.state:
             history.append(_history(ev, now, "transition"))
-            log.info("%s%s: %s -> %s (value %s, threshold %s)", ev.rule.id, f" [{ev.subject}]" if ev.subject else "",
+            log.info("%s: %s -> %s (value %s, threshold %s)", scope(ev.rule.id, ev.subject),
                      ev.prev.state, ev.new.state, _meta(ev)["value_text"], ev.rule.threshold_text())
     store.write_states(db, updates)
     store.add_history(db, history)
@@ -171,14 +171,14 @@ def apply(db: Database, outbox: Outbox, ctx: EvalContext, evaluations: list[Eval
         ev.decision = notify_reason(ev.new, now, ev.rule.repeat_every(config), ev.silence is not None)
         if not ev.decision.send:
             if ev.new.state == FIRING or ev.new.state != ev.prev.state:
-                log.debug("%s [%s]: no message: %s", ev.rule.id, ev.subject, ev.decision.why)
+                log.debug("%s: no message: %s", scope(ev.rule.id, ev.subject), ev.decision.why)
             continue
         reason = ev.decision.reason
         details = [] if reason == RESOLVED_MSG else explain(ctx, ev.rule, ev.reading or Reading(ev.subject, ev.new.value, ev.new.samples))
         message = alert_message(ev.rule, ev.subject, ev.new, reason, details, ctx.settings, now)
         key = dedup_key(ev.rule.id, ev.subject, ev.new, reason)
         outbox.enqueue(key, message)
-        log.info("%s%s: queued %s message (%s): %s", ev.rule.id, f" [{ev.subject}]" if ev.subject else "",
+        log.info("%s: queued %s message (%s): %s", scope(ev.rule.id, ev.subject),
                  reason, ev.decision.why, key)
         after = after_notify(ev.new, reason, now)
         notified.append(store.state_update(ev.doc_id, store.changed_fields(ev.new, after), fence))

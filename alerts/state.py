@@ -63,6 +63,11 @@ class AlertState:
         return self.state in (PENDING, FIRING)
 
 
+def scope(rule_id: str, subject: str | None) -> str:
+    """How an alert is named in logs, the CLI and the dashboard: ``payment_amount_spike [usd]``."""
+    return f"{rule_id} [{subject}]" if subject else rule_id
+
+
 # Each cycle reads the clock a little after its scheduled tick, by a varying fraction of a second;
 # without this slack a `for` that is a whole number of intervals would fire one interval late.
 FOR_JITTER = timedelta(seconds=1)

@@ -23,7 +23,7 @@ from alerts import outbox as outbox_mod
 from alerts.config import load_config, parse_duration
 from alerts.messages import plain_text
 from alerts.rules import Rule, load_rules
-from alerts.state import FIRING, PENDING, RESOLVED
+from alerts.state import FIRING, PENDING, RESOLVED, scope
 from dashboard import charts, common
 from dashboard.common import Tile, View, md
 from metrics import format as fmt
@@ -227,7 +227,7 @@ def timeline(transitions: list[dict], view: View) -> go.Figure:
     open_at: dict[str, datetime] = {}
     episodes: list[tuple[str, datetime, datetime]] = []
     for h in transitions:  # oldest first
-        row = h["rule_id"] + (f" [{h['subject']}]" if h.get("subject") else "")
+        row = scope(h["rule_id"], h.get("subject"))
         when = utc(h["at"])
         if h.get("to") == FIRING:
             open_at[row] = when
@@ -242,11 +242,11 @@ def timeline(transitions: list[dict], view: View) -> go.Figure:
         points = [h for h in transitions if h.get("to") == state]
         if points:
             fig.add_scatter(x=[local(utc(h["at"])) for h in points],
-                            y=[h["rule_id"] + (f" [{h['subject']}]" if h.get("subject") else "") for h in points],
+                            y=[scope(h["rule_id"], h.get("subject")) for h in points],
                             mode="markers", name=state, marker={"color": STATE_COLOUR.get(state, charts.MUTED), "size": 9},
                             customdata=[[h.get("value_text") or "–", h.get("from")] for h in points],
                             hovertemplate="%{y}: %{customdata[1]} → " + state + " (value %{customdata[0]})<extra></extra>")
-    rows = {h["rule_id"] + (f" [{h['subject']}]" if h.get("subject") else "") for h in transitions}
+    rows = {scope(h["rule_id"], h.get("subject")) for h in transitions}
     # From a little before the first change (not the whole range): a 10-minute episode stays visible.
     first = max(view.window.start, utc(transitions[0]["at"]) - (view.window.end - utc(transitions[0]["at"])) * 0.1)
     fig.update_layout(title={"text": "Alert transitions (bars: firing)", "x": 0, "xanchor": "left", "font": {"size": 15}},
@@ -288,8 +288,7 @@ def _add_silence(settings: Settings) -> None:
         state["silence_note"] = ("error", f"Not silenced: Paywatch's database did not answer ({str(exc).splitlines()[0][:150]})")
         return
     common.clear_state_cache()
-    scope = f"{rule_id} [{subject}]" if subject else rule_id
-    state["silence_note"] = ("success", f"Silenced {scope} for {state.get('silence_for')} (id {sid}).")
+    state["silence_note"] = ("success", f"Silenced {scope(rule_id, subject)} for {state.get('silence_for')} (id {sid}).")
     state["silence_reason"] = state["silence_subject"] = ""
 
 
