@@ -18,7 +18,6 @@ import streamlit as st  # noqa: E402
 from dashboard import common  # noqa: E402
 
 # One line per page: (module in dashboard/views/, title, icon).  The first is the default.
-# A module that does not exist yet is left out, so a page can be listed before it lands.
 PAGES = [
     ("overview", "Overview", ":material/dashboard:"),
     ("payments", "Payments", ":material/payments:"),
@@ -33,9 +32,8 @@ PAGES = [
 
 
 def pages() -> list[st.Page]:
-    found = [(name, title, icon) for name, title, icon in PAGES if (HERE / "views" / f"{name}.py").is_file()]
     return [st.Page(f"views/{name}.py", title=title, icon=icon, url_path=name, default=i == 0)
-            for i, (name, title, icon) in enumerate(found)]
+            for i, (name, title, icon) in enumerate(PAGES)]
 
 
 st.set_page_config(page_title="Paywatch", page_icon=":material/monitoring:", layout="wide")

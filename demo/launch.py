@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             py, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
             "--server.port", str(args.port), "--server.address", address, "--server.headless", "true",
         ]))
-        if not args.no_worker and (ROOT / "alerts" / "__main__.py").exists():
+        if not args.no_worker:
             children.append(Child("worker", [py, "-m", "alerts", "run"]))
 
         for child in children:
