@@ -37,12 +37,12 @@ WORKDIR /app
 # Streamlit reads .streamlit/config.toml from the working directory.
 COPY .streamlit/config.toml .streamlit/config.toml
 # Everything the processes write goes under /tmp, so the root filesystem can be read-only.
+# The dashboard listens on PAYWATCH_PORT, else PORT (set by Railway and other hosts), else 8501.
 ENV PATH=/opt/paywatch/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     PAYWATCH_HOME=/tmp/paywatch \
-    PAYWATCH_PORT=8501 \
     PAYWATCH_ADDRESS=0.0.0.0 \
     PAYWATCH_WORKER_PORT=9464 \
     PAYWATCH_WORKER_ADDRESS=0.0.0.0

@@ -89,6 +89,15 @@ def _child_env(root: Path) -> dict[str, str]:
     return env
 
 
+def dashboard_port() -> int:
+    """PAYWATCH_PORT, else the hosting platform's PORT (Railway sets it), else 8501."""
+    text = os.environ.get("PAYWATCH_PORT") or os.environ.get("PORT") or str(DEFAULT_DASHBOARD_PORT)
+    try:
+        return int(text)
+    except ValueError:
+        raise SystemExit(f"paywatch: PAYWATCH_PORT / PORT must be a port number, got {text!r}") from None
+
+
 def dashboard_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
     """The ``streamlit run`` command line (and environment) for ``paywatch dashboard ARGS``."""
     parser = argparse.ArgumentParser(
@@ -97,16 +106,17 @@ def dashboard_command(argv: list[str]) -> tuple[list[str], dict[str, str]]:
                     ".streamlit/secrets.toml, docs/dashboard.md) it shows data only when served on 127.0.0.1. "
                     "Streamlit answers its health check on /_stcore/health. Other options "
                     "(--server.baseUrlPath ...) go to streamlit run.")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PAYWATCH_PORT", DEFAULT_DASHBOARD_PORT)),
-                        help=f"port (default {DEFAULT_DASHBOARD_PORT}, env PAYWATCH_PORT)")
+    parser.add_argument("--port", type=int, default=None,
+                        help=f"port (default: env PAYWATCH_PORT, else env PORT, else {DEFAULT_DASHBOARD_PORT})")
     parser.add_argument("--address", default=os.environ.get("PAYWATCH_ADDRESS", "127.0.0.1"),
                         help="address to listen on (default 127.0.0.1, env PAYWATCH_ADDRESS; "
                              "0.0.0.0 in a container)")
     args, streamlit_args = parser.parse_known_args(argv)
+    port = args.port if args.port is not None else dashboard_port()
     root = _package_root("dashboard")
     options = [f"--{name}={value}" for name, value in DASHBOARD_OPTIONS.items()]
     cmd = [sys.executable, "-m", "streamlit", "run", str(root / "dashboard" / "app.py"),
-           f"--server.port={args.port}", f"--server.address={args.address}", *options, *streamlit_args]
+           f"--server.port={port}", f"--server.address={args.address}", *options, *streamlit_args]
     return cmd, _child_env(root)
 
 
@@ -148,7 +158,7 @@ def cmd_healthcheck(argv: list[str]) -> int:
         prog="paywatch healthcheck",
         description="Exit 0 when this container's process is healthy: the worker's /healthz on "
                     "PAYWATCH_WORKER_PORT when something listens there, otherwise the dashboard's "
-                    "/_stcore/health on PAYWATCH_PORT (default 8501).")
+                    "/_stcore/health on PAYWATCH_PORT, else PORT, else 8501.")
     parser.parse_args(argv)
     host = "127.0.0.1"
     worker_port = os.environ.get("PAYWATCH_WORKER_PORT")
@@ -161,7 +171,7 @@ def cmd_healthcheck(argv: list[str]) -> int:
         else:
             print(f"worker: {status} {body.strip()}")
             return 0 if status == 200 else 1
-    port = os.environ.get("PAYWATCH_PORT", str(DEFAULT_DASHBOARD_PORT))
+    port = dashboard_port()
     try:
         status, body = _get(f"http://{host}:{port}/_stcore/health")
     except OSError as exc:
