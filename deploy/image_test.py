@@ -132,11 +132,15 @@ def build(base: str) -> None:
        "--constraint", str(ROOT / "requirements.txt"), "setuptools", "wheel", str(ROOT), capture=True)
     say(f"building {IMAGE} from {base} with no network")
     started = time.monotonic()
-    # --no-cache: Debian 12's Buildah (1.28) reuses a cached COPY layer after the copied files changed.
+    previous = podman("image", "inspect", "--format", "{{.Id}}", IMAGE, check=False, capture=True).stdout.strip()
+    # --layers=false: Debian 12's Buildah (1.28) reuses a cached COPY layer after the copied files changed,
+    # so nothing is cached (and no intermediate image is left behind).
     # --format docker: the OCI image format has no HEALTHCHECK.
-    podman("build", "--no-cache", "--format", "docker", "--network=none", "--build-arg", f"BASE={base}", "--build-arg", "PIP_NO_INDEX=1",
-           "--tag", IMAGE, str(ROOT), nice=True, capture=True)
+    podman("build", "--layers=false", "--format", "docker", "--network=none", "--build-arg", f"BASE={base}",
+           "--build-arg", "PIP_NO_INDEX=1", "--tag", IMAGE, str(ROOT), nice=True, capture=True)
     say(f"built in {time.monotonic() - started:.0f} s")
+    if previous and previous != podman("image", "inspect", "--format", "{{.Id}}", IMAGE, capture=True).stdout.strip():
+        podman("rmi", previous, check=False, capture=True)  # the last run's image, now untagged
     user = podman("image", "inspect", "--format", "{{.Config.User}}", IMAGE, capture=True).stdout.strip()
     if user in ("", "0", "root"):
         raise CheckFailed(f"the image runs as root (User={user!r})")
