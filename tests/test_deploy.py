@@ -156,7 +156,10 @@ def test_the_worker_runs_two_replicas_with_liveness_on_healthz_and_readiness_on_
 def test_the_secret_template_names_the_three_secrets_and_the_configmap_is_a_valid_paywatch_toml(tmp_path, monkeypatch):
     secret = of_kind("Secret", "paywatch")
     assert {"MONGODB_URI", "STRIPE_API_KEY", "SLACK_BOT_TOKEN"} <= set(secret["stringData"])
-    assert "readPreference=secondaryPreferred" in secret["stringData"]["MONGODB_URI"]
+    # The platform's reads go to a secondary through the setting; in the URI it would move Paywatch's state reads too.
+    assert "readPreference" not in secret["stringData"]["MONGODB_URI"]
+    for _, container in containers():
+        assert {"name": "PAYWATCH_READ_PREFERENCE", "value": "secondaryPreferred"} in container["env"]
     config = tmp_path / "paywatch.toml"
     config.write_text(of_kind("ConfigMap", "paywatch-config")["data"]["paywatch.toml"])
     monkeypatch.setenv("PAYWATCH_CONFIG", str(config))
@@ -229,7 +232,7 @@ def test_docs_deploy_lists_every_metric_the_worker_serves():
     assert not missing
 
 
-@pytest.mark.parametrize("needed", ["make image-test", "readPreference=secondaryPreferred", "changeStream",
+@pytest.mark.parametrize("needed", ["make image-test", "PAYWATCH_READ_PREFERENCE=secondaryPreferred", "readPreference", "changeStream",
                                     "chat:write", "files:write", "kubectl apply", "railway", "PAYWATCH_WORKER_PORT",
                                     "DATABASE_URL", "rotat", "two workers", "PAYWATCH_DB"])
 def test_docs_deploy_covers(needed):
