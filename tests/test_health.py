@@ -237,6 +237,10 @@ def test_the_worker_process_serves_healthz_readyz_and_metrics_and_stops_cleanly(
         assert value(families, "paywatch_worker_leader") == 1.0
         (holder,) = families["paywatch_lease_holder"]
         assert holder[0]["holder"].startswith(socket.gethostname())
+        # The image's HEALTHCHECK in the worker's container: the worker's /healthz, not the dashboard's.
+        check = subprocess.run([sys.executable, "-m", "paywatch", "healthcheck"], cwd=ROOT, env=env,
+                               capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0 and check.stdout.startswith('worker: 200 {"status": "ok"'), check.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)
