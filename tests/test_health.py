@@ -246,3 +246,13 @@ def test_the_worker_process_serves_healthz_readyz_and_metrics_and_stops_cleanly(
         code = proc.wait(timeout=30)
     assert code == 0
     assert "health server on http://127.0.0.1:" in (tmp_path / "worker.log").read_text()
+
+
+def test_metrics_still_answer_when_the_databases_do_not_and_say_so(served):
+    dead = free_port()
+    _, server = served(mongodb_uri=f"mongodb://127.0.0.1:{dead}/platform", server_selection_timeout_ms=300)
+    families = scrape(server.url)
+    assert value(families, "paywatch_database_up", database="platform") == 0.0
+    assert value(families, "paywatch_database_up", database="paywatch") == 0.0
+    assert families["paywatch_payments_24h"] == [] and families["paywatch_outbox_depth"] == []
+    assert value(families, "paywatch_worker_scheduler_running") == 0.0
