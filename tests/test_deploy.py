@@ -69,6 +69,15 @@ def test_the_dockerfile_is_multi_stage_non_root_with_a_healthcheck():
     assert "--mount=type=bind,from=wheels,source=/wheels" in text and "--no-index" in text
 
 
+def test_the_image_installs_the_version_pyproject_builds():
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert re.findall(r"paywatch==([\w.]+)", dockerfile()) == [version]
+    for manifest in ("dashboard.yaml", "worker.yaml"):
+        assert f"paywatch:{version}" in (K8S / manifest).read_text()
+
+
 def test_no_secret_reaches_an_image_layer():
     text = dockerfile()
     for secret in ("MONGODB_URI", "DATABASE_URL", "STRIPE_API_KEY", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL", "secrets.toml"):
