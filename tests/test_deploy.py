@@ -254,3 +254,14 @@ def test_docs_deploy_stripe_permissions_are_the_resources_the_mirror_reads():
     text = deploy_doc()
     for resource in store.COLLECTIONS:
         assert f"`{resource}`" in text, resource
+
+
+def test_the_slack_app_manifest_asks_exactly_the_scopes_paywatch_uses():
+    blocks = re.findall(r"```yaml\n(.*?)```", deploy_doc(), re.S)
+    (manifest,) = [yaml.safe_load(b) for b in blocks if "oauth_config" in b]
+    assert manifest["oauth_config"]["scopes"]["bot"] == ["chat:write", "files:write"]
+    assert manifest["display_information"]["name"] == "Paywatch"
+    # What the code calls with the bot token: chat.postMessage (alerts) and the v2 file upload (reports).
+    calls = set(re.findall(r"client\.(\w+)\(", (ROOT / "alerts/channels/slack.py").read_text()
+                           + (ROOT / "reports/job.py").read_text()))
+    assert calls == {"chat_postMessage", "files_upload_v2"}
