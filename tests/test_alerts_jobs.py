@@ -14,13 +14,13 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from alerts import worker as worker_mod
-from alerts.jobs import JOBS, REPORT_CHECK_SECONDS, STRIPE_FIRST_SYNC_DELAY
+from alerts.jobs import JOBS, STRIPE_FIRST_SYNC_DELAY
 from alerts.worker import Worker
 from fakes.fixtures import FAST_ALERTS, slack  # noqa: F401 - fixture
 from fakes.stripe_extras import localstripe, shop, stripe_fake, stripe_front  # noqa: F401 (fixtures)
 from metrics.settings import SettingsError
 from metrics.stripe import store
-from reports.job import COLLECTION, due_week, load_config, report_id
+from reports.job import COLLECTION, REPORT_CHECK_SECONDS, due_week, load_config, report_id
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
