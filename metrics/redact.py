@@ -49,10 +49,11 @@ def redact(text: object, *, secrets: Iterable[str | None] = (), limit: int = 300
     except Exception:  # noqa: BLE001 - a broken __str__ must not hide the original error
         return type(text).__name__
     value = value.strip()
-    for secret in sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True):
-        value = value.replace(secret, MASK)
+    # The patterns first, so a webhook URL reads hooks.slack.com/***; then what the caller knows.
     for pattern, replacement in _PATTERNS:
         value = pattern.sub(replacement, value)
+    for secret in sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True):
+        value = value.replace(secret, MASK)
     first = value.splitlines()[0].strip() if value else ""
     return first if len(first) <= limit else first[: limit - 1] + "…"
 
