@@ -8,6 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from alerts.config import load_config
+from alerts.worker import Worker
 from fakes.fixtures import FAST_ALERTS, slack  # noqa: F401 - fixture
 from fakes.slack import TOKEN, Reply
 from metrics import db as dbmod
@@ -98,3 +99,15 @@ def test_queue_again_puts_a_given_up_message_back_in_the_outbox(delivered, mongo
     assert not at.exception
     (again,) = [d for d in list_messages(state, [PENDING]) if d["_id"] == dead["_id"]]
     assert "expire_at" not in again and again["failures"] == 0
+
+
+def test_the_overview_says_when_delivery_is_failing(delivered, make_settings, slack, mongo_client, db_names):
+    worker = Worker(make_settings(alerts={**FAST_ALERTS, "pace": 0}, PAYWATCH_HEARTBEAT_URL=slack.ping_url),
+                    rules=[], use_lease=False)
+    worker.cycle()
+    assert slack.pings[-1].endswith("/fail")
+    dbmod.reset()
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Alert delivery is failing**: 1 message given up" in texts(at.error)

@@ -4,6 +4,7 @@ before any resend.  Against the fake Slack's Web API, through the real slack-sdk
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -58,6 +59,21 @@ def test_a_timed_out_post_to_a_bot_token_channel_is_not_duplicated(bot_outbox, s
     (sent,) = list_messages(box.db, [SENT])
     assert sent["post"]["ref"]["ts"] == slack.channel_messages(CHANNEL)[0].ts
     assert [a["status"] for a in attempts(box.db)] == ["found", "retry"]  # newest first
+
+
+def test_a_post_whose_sender_died_mid_send_is_looked_up_by_the_next_sender_not_posted_again(bot_outbox, slack):
+    first, second = bot_outbox({"claim_timeout": 1}), bot_outbox({"claim_timeout": 1})
+    first.holder, second.holder = "first", "second"
+    first.enqueue("key-1", message(1))
+    slack.answer_next(Reply(200, hold_s=3))  # Slack has the post; its sender hangs (as if killed) past its claim
+    hung = threading.Thread(target=first.deliver, kwargs={"budget_s": 0})
+    hung.start()
+    slack.wait_for(1)
+    second.deliver(budget_s=4)  # the claim expires after 1 s: the second sender takes the message over
+    hung.join()
+    assert len(slack.posts()) == 1 and len(slack.channel_messages(CHANNEL)) == 1
+    (sent,) = list_messages(second.db, [SENT])
+    assert sent["claimed_by"] == "second" and "found" in [a["status"] for a in attempts(second.db)]
 
 
 def test_a_bot_post_carries_its_dedup_key_in_the_message_metadata(bot_outbox, slack):
