@@ -1,10 +1,12 @@
 """What an alert says, independent of where it is posted.
 
-A message is a plain dict (it is stored in the outbox as it is): a kind,
-the severity and title, a headline, labelled fields (value against threshold,
-window, since), "what is wrong" lines, the runbook and a link to the
-dashboard.  Texts are raw: each channel escapes them for its medium (Slack:
-``&``, ``<``, ``>``), because any of them may carry platform data.
+A message has the delivery layer's shape (:mod:`notify.message`, stored in
+the outbox as it is): a kind, the severity and title, a headline, labelled
+fields (value against threshold, window, since), "what is wrong" lines, the
+runbook, a link to the dashboard, and the alert's episode (its messages go
+out in order, and with a Slack bot share one thread).  Texts are raw: each
+channel escapes them for its medium (Slack: ``&``, ``<``, ``>``), because any
+of them may carry platform data.
 """
 
 from __future__ import annotations

@@ -80,6 +80,7 @@ class Worker:
                              may_send=self._may_send, stop=self.stop_event)
         self._prepared = False
         self._outage: dict | None = None  # platform and state db both down: {"start", "last", "error"}
+        self._dead_seen = 0  # given-up messages at the last heartbeat
 
     # -- leadership --------------------------------------------------------------------
 
@@ -210,12 +211,18 @@ class Worker:
             "source_error": report["source_error"], "channels": list(self.channels),
             "delivery_failed": len(dead),
         })
+        if len(dead) != self._dead_seen:  # said once per change, not every cycle for days
+            if dead:
+                log.error("delivery is failing: %d given up (the latest %s: %s); the heartbeat ping reports a "
+                          "failure until they expire or are queued again", len(dead), dead[0]["_id"],
+                          dead[0].get("last_error") or "?")
+            else:
+                log.info("delivery: no message is given up any more; the heartbeat ping reports success again")
+            self._dead_seen = len(dead)
         if self.settings.heartbeat_url:
             url = self.settings.heartbeat_url
             if dead:
                 url = url.rstrip("/") + "/fail"
-                log.error("heartbeat: reporting a failure: %d message(s) given up, the latest %s: %s", len(dead),
-                          dead[0]["_id"], dead[0].get("last_error") or "?")
             try:
                 requests.get(url, timeout=5)
             except requests.RequestException as exc:
