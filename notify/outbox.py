@@ -118,7 +118,6 @@ class Outbox:
                  stop: threading.Event | None = None, clock: Callable[[], datetime] = utcnow):
         self.db, self.coll = db, db[OUTBOX]
         self.settings, self.config = settings, config
-        self.channels = dict(channels)
         self.targets = list(channels)  # where messages go by default
         # The console is always there to report dead letters, even when Slack is the alert channel.
         self.senders = {**channels}

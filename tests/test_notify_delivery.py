@@ -13,7 +13,7 @@ from alerts.config import load_config
 from notify.outbox import DEAD, PENDING, SENT, Outbox, ensure_indexes, list_messages
 from fakes.fixtures import FAST_ALERTS, make_rule, slack, worker_for  # noqa: F401 - fixtures
 from fakes.platform import payment
-from fakes.slack import Reply
+from fakes.slack import TOKEN, Reply
 from metrics.db import state_db
 
 
@@ -119,11 +119,12 @@ def test_a_dead_message_expires_after_the_configured_time(outbox_for, slack):
     assert dead["expire_at"] - dead["dead_at"] == timedelta(days=3)
 
 
-def test_a_dead_message_is_announced_on_every_other_channel(outbox_for, slack, caplog):
-    ops = SlackChannel(token="xoxb-test-token", channel="C0OPS", api_base=slack.api_base, timeout_s=3)
-    box = outbox_for()
-    box.senders["ops"] = box.channels["ops"] = ops
-    box.targets.append("ops")
+def test_a_dead_message_is_announced_on_every_other_channel(make_settings, slack, caplog):
+    settings = make_settings(alerts=FAST_ALERTS)
+    box = Outbox(state_db(settings), settings, load_config(settings), {
+        "slack": SlackChannel(webhook_url=slack.webhook_url, timeout_s=3),
+        "ops": SlackChannel(token=TOKEN, channel="C0OPS", api_base=slack.api_base, timeout_s=3)})
+    ensure_indexes(box.db)
     box.enqueue("key-1", message(1), ["slack"])
     slack.answer_next(Reply(410))
     with caplog.at_level(logging.WARNING):

@@ -31,11 +31,11 @@ def message(n: int, **fields) -> dict:
 
 @pytest.fixture
 def bot_outbox(make_settings, slack):
-    def make(alerts: dict | None = None, timeout_s: float = 3) -> Outbox:
+    def make(alerts: dict | None = None, timeout_s: float = 3, channel: str = CHANNEL) -> Outbox:
         settings = make_settings(SLACK_BOT_TOKEN=TOKEN, SLACK_CHANNEL=CHANNEL,
                                  alerts={**FAST_ALERTS, "slack_api_base": slack.api_base, **(alerts or {})})
-        channel = SlackChannel(token=TOKEN, channel=CHANNEL, api_base=slack.api_base, timeout_s=timeout_s)
-        box = Outbox(state_db(settings), settings, load_config(settings), {"slack": channel})
+        slack_channel = SlackChannel(token=TOKEN, channel=channel, api_base=slack.api_base, timeout_s=timeout_s)
+        box = Outbox(state_db(settings), settings, load_config(settings), {"slack": slack_channel})
         ensure_indexes(box.db)
         return box
     return make
@@ -74,6 +74,17 @@ def test_a_post_whose_sender_died_mid_send_is_looked_up_by_the_next_sender_not_p
     assert len(slack.posts()) == 1 and len(slack.channel_messages(CHANNEL)) == 1
     (sent,) = list_messages(second.db, [SENT])
     assert sent["claimed_by"] == "second" and "found" in [a["status"] for a in attempts(second.db)]
+
+
+def test_a_channel_named_by_its_name_is_looked_up_by_the_id_slack_answered_with(bot_outbox, slack):
+    box = bot_outbox(timeout_s=1, channel="#payments-alerts")
+    box.enqueue("key-1", message(1))
+    box.deliver(budget_s=2)  # the first answer names the channel: C0PAYMENTS
+    box.enqueue("key-2", message(2))
+    slack.answer_next(Reply(200, hold_s=2.5))
+    box.deliver(budget_s=6)
+    assert [m.header for m in slack.channel_messages(CHANNEL)] == ["🟠 WARNING · Rule 1", "🟠 WARNING · Rule 2"]
+    assert len(slack.posts()) == 2
 
 
 def test_a_bot_post_carries_its_dedup_key_in_the_message_metadata(bot_outbox, slack):
@@ -118,7 +129,7 @@ def test_a_resolve_whose_firing_message_was_deleted_is_posted_as_a_new_message(b
 
 def test_a_bot_with_a_wrong_token_is_a_permanent_error(bot_outbox, slack):
     box = bot_outbox()
-    box.channels["slack"].client.token = "xoxb-revoked"
+    box.senders["slack"].client.token = "xoxb-revoked"
     box.enqueue("key-1", message(1))
     box.deliver(budget_s=2)
     assert "invalid_auth" in list_messages(box.db, ["dead"])[0]["last_error"]

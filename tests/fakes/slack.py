@@ -220,7 +220,9 @@ class FakeSlack:
                     "team_id": "T000", "user_id": "U0PAYWATCH"}
         if method in ("files.getUploadURLExternal", "files.completeUploadExternal"):
             return {"ok": True}
-        channel = self._channel(args.get("channel"))
+        # Only chat.postMessage takes a #name; the others want the id (https://docs.slack.dev/reference/methods).
+        channel = self._channel(args.get("channel")) if method == "chat.postMessage" else \
+            args.get("channel") if args.get("channel") in CHANNELS else None
         if channel is None:
             return {"ok": False, "error": "channel_not_found"}
         if method == "chat.postMessage":
