@@ -66,6 +66,9 @@ HISTORY_PAGES, HISTORY_PAGE_SIZE = 5, 200
 # Slack's clock and ours differ a little: look a little further back than the message's creation.
 LOOKBACK_MARGIN = timedelta(minutes=2)
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+# What the network and slack-sdk raise for a post that did not complete; anything else is a bug,
+# which the outbox counts against outbox_max_attempts.
+NETWORK_ERRORS = (URLError, OSError, TimeoutError, SlackClientError, ValueError)
 
 
 def escape(text: object) -> str:
@@ -224,7 +227,7 @@ class SlackChannel(Channel):
             raise
         except SlackApiError as exc:
             raise self._api_error(exc) from None
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a TransportError the outbox judges
+        except NETWORK_ERRORS as exc:
             raise self._transport_error(exc) from None
 
     def _post(self, text: str, layout: list[dict], key: str, thread: Post | None) -> Post:
@@ -282,7 +285,7 @@ class SlackChannel(Channel):
                 channel=channel, oldest=oldest, include_all_metadata=True, limit=HISTORY_PAGE_SIZE, cursor=cursor))
         except SlackApiError as exc:
             raise self._api_error(exc) from None
-        except Exception as exc:  # noqa: BLE001
+        except NETWORK_ERRORS as exc:
             raise self._transport_error(exc) from None
         return Post({"channel": channel, "ts": found}, self._permalink(channel, found)) if found else None
 
@@ -311,9 +314,7 @@ class SlackChannel(Channel):
         if isinstance(exc, ConnectionRefusedError) or \
                 isinstance(exc, URLError) and isinstance(exc.reason, (ConnectionRefusedError, socket.gaierror)):
             return TransportError(text)  # the request never left
-        if isinstance(exc, (URLError, OSError, TimeoutError, SlackClientError)):
-            # A timeout or a reset after the request went out: Slack may have posted it.
-            return TransportError(text, maybe_sent=True)
+        # A timeout or a reset after the request went out: Slack may have posted it.
         return TransportError(text, maybe_sent=True)
 
     @staticmethod
