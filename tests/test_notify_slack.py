@@ -87,6 +87,18 @@ def test_a_channel_named_by_its_name_is_looked_up_by_the_id_slack_answered_with(
     assert len(slack.posts()) == 2
 
 
+def test_fifty_alerts_to_a_bot_channel_across_bursts_of_ratelimited_are_each_posted_once(bot_outbox, slack):
+    box = bot_outbox({"outbox_max_attempts": 2, "pace": 0})
+    for n in range(50):
+        box.enqueue(f"key-{n}", message(n))
+    burst = [Reply(429, {"Retry-After": "0"})] * 6  # {"ok": false, "error": "ratelimited"}, as Slack answers
+    slack.answer_next(*burst, *[Reply()] * 12, *burst, *[Reply()] * 20, *burst)
+    box.deliver(budget_s=30)
+    headers = [m.header for m in slack.channel_messages(CHANNEL)]
+    assert sorted(headers) == sorted(f"🟠 WARNING · Rule {n}" for n in range(50))
+    assert len(list_messages(box.db, [SENT])) == 50
+
+
 def test_a_bot_post_carries_its_dedup_key_in_the_message_metadata(bot_outbox, slack):
     box = bot_outbox()
     box.enqueue("key-7", message(7))
