@@ -98,7 +98,7 @@ def requeue(db: Database, doc_id: str, now: datetime) -> bool:
     """Try a given-up message again (after the channel was fixed); its age counts from now."""
     done = db[OUTBOX].update_one(
         {"_id": doc_id, "status": DEAD},
-        {"$set": {"status": PENDING, "next_attempt_at": now, "requeued_at": now, "failures": 0,
+        {"$set": {"status": PENDING, "next_attempt_at": now, "requeued_at": now, "failures": 0, "backoff_steps": 0,
                   "claimed_until": EPOCH}, "$unset": {"expire_at": "", "dead_at": ""}})
     return done.modified_count == 1
 
@@ -110,6 +110,10 @@ def _span(td: timedelta) -> str:
         if seconds >= least and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
+
+
+def _times(n: int) -> str:
+    return "once" if n == 1 else f"{n} times"
 
 
 class Outbox:
@@ -233,7 +237,7 @@ class Outbox:
         if claimed is None:
             return "lost", None  # another sender claimed it first
         if died and claimed.get("failures", 0) >= self.config.outbox_max_attempts:
-            self._dead(claimed, f"the sender stopped mid-send on {claimed['failures']} attempts")
+            self._dead(claimed, f"the sender stopped mid-send {_times(claimed['failures'])}")
             return DEAD, None
         message = claimed["message"]
         thread = None
@@ -296,8 +300,10 @@ class Outbox:
         if age >= max_age:
             return self._dead(doc, f"{error} (still failing {_span(max_age)} after it was queued)", latency_ms)
         if failures >= self.config.outbox_max_attempts:
-            return self._dead(doc, f"{error} (failed {failures} times)", latency_ms)
-        delay = exc.retry_after if exc.retry_after is not None else self.backoff(doc["attempts"])
+            return self._dead(doc, f"{error} (failed {_times(failures)})", latency_ms)
+        # A rate limit says how long to wait; the backoff doubles with the other failures only.
+        steps = doc.get("backoff_steps", 0) + (0 if exc.throttled else 1)
+        delay = exc.retry_after if exc.retry_after is not None else self.backoff(max(1, steps))
         if exc.throttled:  # a rate limit holds the whole channel, not only this message
             self._not_before[doc["channel"]] = max(self._not_before.get(doc["channel"], 0.0), time.monotonic() + delay)
         # "Maybe posted" survives until a look-up says it was not: a 429 after a timeout proves nothing.
@@ -305,6 +311,7 @@ class Outbox:
         self.coll.update_one(
             {"_id": doc["_id"], "status": SENDING, "claimed_by": self.holder},
             {"$set": {"status": PENDING, "claimed_until": EPOCH, "last_error": error, "failures": failures,
+                      "backoff_steps": steps,
                       "maybe_sent": maybe_sent, "next_attempt_at": now + timedelta(seconds=delay)}},
         )
         notify_log.record_attempt(self.db, doc, notify_log.RETRY, at=now, latency_ms=latency_ms, error=error,

@@ -144,3 +144,12 @@ def test_a_given_up_message_turns_the_heartbeat_ping_into_a_failure(worker_for, 
     worker.cycle(now + timedelta(seconds=1))
     assert list_messages(worker.state, [DEAD])
     assert slack.pings[-1] == "/ping/paywatch-worker/fail"
+
+
+def test_rate_limits_do_not_lengthen_the_backoff_of_a_later_failure(outbox_for, slack):
+    box = outbox_for({"outbox_backoff": 0.5, "outbox_backoff_max": 60, "pace": 0})
+    box.enqueue("key-1", message(1))
+    slack.answer_next(*[Reply(429, {"Retry-After": "0"})] * 5, Reply(503))
+    box.deliver(budget_s=3)  # the 503 waits the first backoff (0.5 s), not one doubled by the five 429s
+    assert titles(slack.delivered()) == ["Rule 1"]
+    assert slack.requests[-1].at - slack.requests[-2].at >= 0.5
