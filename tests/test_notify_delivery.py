@@ -10,7 +10,7 @@ import pytest
 
 from notify.channels.slack import SlackChannel
 from alerts.config import load_config
-from notify.outbox import DEAD, PENDING, SENT, Outbox, ensure_indexes, list_messages
+from notify.outbox import DEAD, PENDING, SENT, Outbox, ensure_indexes, given_up, list_messages
 from fakes.fixtures import FAST_ALERTS, make_rule, slack, worker_for  # noqa: F401 - fixtures
 from fakes.platform import payment
 from fakes.slack import TOKEN, Reply
@@ -117,6 +117,9 @@ def test_a_dead_message_expires_after_the_configured_time(outbox_for, slack):
     box.deliver(budget_s=1)
     (dead,) = list_messages(box.db, [DEAD])
     assert dead["expire_at"] - dead["dead_at"] == timedelta(days=3)
+    # Until then delivery counts as failing, and the heartbeat ping says so.
+    assert [d["_id"] for d in given_up(box.db, dead["dead_at"] + timedelta(days=2))] == ["key-1@slack"]
+    assert given_up(box.db, dead["dead_at"] + timedelta(days=3, seconds=1)) == []
 
 
 def test_a_dead_message_is_announced_on_every_other_channel(make_settings, slack, caplog):
