@@ -101,7 +101,7 @@ def test_the_reconciliation_page_lists_each_mismatch_with_its_link_and_fix(synce
     assert all(table["Fix"])
     # Labels are Markdown: the platform's ids arrive escaped (md), never as links or formatting.
     assert {e.label.split(" · ")[1] for e in app.expander} == {md(pi) for pi in table["Payment"]}
-    assert any("db.payments.insertOne" in c.value for c in app.code)
+    assert any('db.payments.updateOne(' in c.value and '"$setOnInsert"' in c.value for c in app.code)
     assert list(table["Customer"]) .count("=***@example.com") == 1  # masked on screen
     assert stripe_fake.calls() == []
 

@@ -111,8 +111,11 @@ def test_delivery_success_counts_only_events_an_enabled_endpoint_is_subscribed_t
 
 # --- 3. The fix for a missing record makes a valid one -----------------------------------
 
-def test_the_missing_record_fix_is_an_upsert_with_every_field_from_stripe(shop, stripe_fake, stripe_settings):
-    pi = shop.pay()
+def test_the_missing_record_fix_is_an_upsert_with_every_field_from_stripe(stripe_fake, stripe_settings):
+    now = int(time.time())
+    pi = stripe_fake.add("payment_intents", so.payment_intent(created=now - 120, receipt_email="jane.doe@example.com"))
+    stripe_fake.add("charges", so.charge(pi, created=now - 60))
+    event = stripe_fake.add_event("payment_intent.succeeded", pi, created=now - 60)
     settle_and_sync(stripe_settings)
 
     [mismatch] = run_reconcile(stripe_settings, mask=False)["mismatches"]
@@ -120,9 +123,25 @@ def test_the_missing_record_fix_is_an_upsert_with_every_field_from_stripe(shop, 
     command = mismatch["fix_command"]
     assert "insertOne" not in command
     assert command.startswith(f'db.payments.updateOne({{"paymentId": "{pi["id"]}"}}, {{"$setOnInsert": {{')
-    assert command.rstrip().endswith('{"upsert": true})')
-    for field in ("amount", "currency", "status", "createdAt", "completedAt", "customerId", "stripeEventId"):
-        assert f'"{field}": ' in command, field
+    assert command.endswith('{"upsert": true})')
+    for field, value in (("amount", "4900"), ("currency", '"usd"'), ("status", '"completed"'),
+                         ("customerId", f'"{pi["customer"]}"'), ("customerEmail", '"jane.doe@example.com"'),
+                         ("stripeEventId", f'"{event["id"]}"'),
+                         ("createdAt", f'new Date("{datetime.fromtimestamp(now - 120, UTC):%Y-%m-%dT%H:%M:%SZ}")'),
+                         ("completedAt", f'new Date("{datetime.fromtimestamp(now - 60, UTC):%Y-%m-%dT%H:%M:%SZ}")')):
+        assert f'"{field}": {value}' in command, field
+
+
+def test_with_emails_masked_the_missing_record_fix_leaves_the_email_out_and_says_how_to_get_it(stripe_fake,
+                                                                                              stripe_settings):
+    pi = stripe_fake.add("payment_intents", so.payment_intent(receipt_email="jane.doe@example.com"))
+    stripe_fake.add_event("payment_intent.succeeded", pi)
+    settle_and_sync(stripe_settings)
+
+    [mismatch] = run_reconcile(stripe_settings)["mismatches"]
+
+    assert "jane.doe" not in mismatch["fix_command"] and "customerEmail" not in mismatch["fix_command"]
+    assert "PAYWATCH_MASK_EMAILS=false" in mismatch["fix"]
 
 
 # --- 4. The grace period runs from success, not creation ---------------------------------

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from bson import ObjectId
 
+from fakes import stripe_objects as so
 from fakes.stripe_extras import localstripe, shop, stripe_fake, stripe_front, stripe_settings  # noqa: F401 (fixtures)
 from fakes.stripe_records import FAST, Platform, kinds_by_pi, run_reconcile, settle_and_sync
 from metrics import db as dbmod
@@ -29,7 +30,7 @@ def platform(platform_db, stripe_settings):
 
 
 @pytest.fixture
-def messy(shop, platform, stripe_settings):
+def messy(shop, platform, stripe_settings, stripe_fake):
     """One payment per mismatch kind, and one that is fine."""
     cases = {}
     cases["fine"] = shop.pay()
@@ -46,6 +47,16 @@ def messy(shop, platform, stripe_settings):
     platform.record(cases["refunded_not_in_db"], enrollment=None)
     cases["refund_missing_in_stripe"] = shop.pay()
     platform.record(cases["refund_missing_in_stripe"], status="refunded", enrollment="refunded")
+    cases["refund_pending_in_stripe"] = shop.pay()
+    stripe_fake.add("refunds", so.refund(charge_id=shop.charge(cases["refund_pending_in_stripe"])["id"],
+                                         payment_intent=cases["refund_pending_in_stripe"]["id"], amount=4900,
+                                         status="pending"))
+    platform.record(cases["refund_pending_in_stripe"], status="refunded", enrollment="refunded")
+    cases["refund_failed_in_stripe"] = shop.pay()
+    stripe_fake.add("refunds", so.refund(charge_id=shop.charge(cases["refund_failed_in_stripe"])["id"],
+                                         payment_intent=cases["refund_failed_in_stripe"]["id"], amount=4900,
+                                         status="failed"))
+    platform.record(cases["refund_failed_in_stripe"], status="refunded", enrollment="refunded")
     cases["refunded_enrollment_active"] = shop.pay()
     shop.refund(cases["refunded_enrollment_active"]["id"])
     platform.record(cases["refunded_enrollment_active"], status="refunded", enrollment="active")
@@ -103,10 +114,11 @@ def test_each_mismatch_links_to_stripe_and_proposes_the_runbook_fix(messy, strip
     by_kind = {m["kind"]: m for m in result["mismatches"]}
     missing = by_kind["missing_in_db"]
     assert missing["stripe_url"] == f"https://dashboard.stripe.com/test/payments/{messy['missing_in_db']['id']}"
-    assert missing["fix_command"].startswith(f'db.payments.insertOne({{paymentId: "{messy["missing_in_db"]["id"]}"')
-    assert 'status: "completed"' in missing["fix_command"]
+    assert missing["fix_command"].startswith(f'db.payments.updateOne({{"paymentId": "{messy["missing_in_db"]["id"]}"}}, '
+                                             '{"$setOnInsert": ')
+    assert '"status": "completed"' in missing["fix_command"]
     refunded = by_kind["refunded_not_in_db"]
-    assert 'status: "refunded"' in refunded["fix_command"] and "db.enrollments.updateOne" in refunded["fix_command"]
+    assert '"status": "refunded"' in refunded["fix_command"] and '"refundedAt": new Date(' in refunded["fix_command"]
     assert by_kind["paid_no_active_enrollment"]["customer"] == "j***@example.com"
     assert all(m["fix"] for m in result["mismatches"])
 
@@ -166,8 +178,8 @@ def test_renamed_fields_and_collections_are_used_in_queries_and_fixes(shop, make
 
     [mismatch] = result["mismatches"]
     assert (mismatch["kind"], mismatch["payment_intent"]) == ("not_completed_in_db", behind["id"])
-    assert mismatch["fix_command"].startswith(f'db.transactions.updateOne({{stripePaymentIntent: "{behind["id"]}"}}, '
-                                              '{$set: {state: "completed"}})')
+    assert mismatch["fix_command"].startswith(f'db.transactions.updateOne({{"stripePaymentIntent": "{behind["id"]}", '
+                                              '"state": "processing"}, {"$set": {"state": "completed", ')
 
 
 def test_the_cli_prints_json_and_a_readable_list(messy, stripe_settings):
@@ -182,8 +194,8 @@ def test_the_cli_prints_json_and_a_readable_list(messy, stripe_settings):
     table = io.StringIO()
     assert cli.run(Namespace(since=None, at=args.at, json=False, sync=False), stripe_settings, out=table) == 0
     text = table.getvalue()
-    assert "8 mismatch(es), 8 older than the 30-minute grace period" in text
-    assert text.count("  Fix: ") == 8
+    assert f"{len(KINDS)} mismatch(es), {len(KINDS)} older than the 30-minute grace period" in text
+    assert text.count("  Fix: ") == text.count("  Check first: ") == len(KINDS)
 
 
 def test_the_cli_says_unknown_and_exits_1_before_any_sync(stripe_settings):
