@@ -10,9 +10,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from bson import ObjectId
 
-from fakes import stripe_objects as so
 from fakes.stripe_extras import localstripe, shop, stripe_fake, stripe_front, stripe_settings  # noqa: F401 (fixtures)
-from fakes.stripe_records import FAST, Platform, kinds_by_pi, run_reconcile, settle_and_sync
+from fakes.stripe_records import FAST, Platform, kinds_by_pi, messy, platform, run_reconcile, settle_and_sync  # noqa: F401
 from metrics import db as dbmod
 from metrics.stripe import cli
 from metrics.stripe.client import StripeOptions
@@ -22,48 +21,6 @@ from metrics.stripe.store import mirror_store
 from metrics.windows import Window
 
 UTC = timezone.utc
-
-
-@pytest.fixture
-def platform(platform_db, stripe_settings):
-    return Platform(platform_db, stripe_settings.schema)
-
-
-@pytest.fixture
-def messy(shop, platform, stripe_settings, stripe_fake):
-    """One payment per mismatch kind, and one that is fine."""
-    cases = {}
-    cases["fine"] = shop.pay()
-    platform.record(cases["fine"])
-    cases["missing_in_db"] = shop.pay()
-    cases["not_completed_in_db"] = shop.pay()
-    platform.record(cases["not_completed_in_db"], status="processing", enrollment="pending")
-    cases["not_succeeded_in_stripe"] = shop.pay(card=shop.CARD_3DS)  # still waiting for 3-D Secure
-    platform.record(cases["not_succeeded_in_stripe"])
-    cases["amount_or_currency_mismatch"] = shop.pay(amount=4900)
-    platform.record(cases["amount_or_currency_mismatch"], amount=4000)
-    cases["refunded_not_in_db"] = shop.pay()
-    shop.refund(cases["refunded_not_in_db"]["id"])
-    platform.record(cases["refunded_not_in_db"], enrollment=None)
-    cases["refund_missing_in_stripe"] = shop.pay()
-    platform.record(cases["refund_missing_in_stripe"], status="refunded", enrollment="refunded")
-    cases["refund_pending_in_stripe"] = shop.pay()
-    stripe_fake.add("refunds", so.refund(charge_id=shop.charge(cases["refund_pending_in_stripe"])["id"],
-                                         payment_intent=cases["refund_pending_in_stripe"]["id"], amount=4900,
-                                         status="pending"))
-    platform.record(cases["refund_pending_in_stripe"], status="refunded", enrollment="refunded")
-    cases["refund_failed_in_stripe"] = shop.pay()
-    stripe_fake.add("refunds", so.refund(charge_id=shop.charge(cases["refund_failed_in_stripe"])["id"],
-                                         payment_intent=cases["refund_failed_in_stripe"]["id"], amount=4900,
-                                         status="failed"))
-    platform.record(cases["refund_failed_in_stripe"], status="refunded", enrollment="refunded")
-    cases["refunded_enrollment_active"] = shop.pay()
-    shop.refund(cases["refunded_enrollment_active"]["id"])
-    platform.record(cases["refunded_enrollment_active"], status="refunded", enrollment="active")
-    cases["paid_no_active_enrollment"] = shop.pay()
-    platform.record(cases["paid_no_active_enrollment"], enrollment="pending")
-    settle_and_sync(stripe_settings)
-    return cases
 
 
 def test_each_kind_of_mismatch_is_found_on_its_payment(messy, stripe_settings):
