@@ -61,9 +61,10 @@ from metrics.format import mask_email
 from metrics.quality import valid_filter
 from metrics.schema import SUCCEEDED_STATUSES, Schema
 from metrics.stripe import store
-from metrics.stripe.metrics import dashboard_url
+from metrics.stripe.metrics import RETENTION_WARN_DAYS, dashboard_url, webhook_health
+from metrics.stripe.mirror import EVENTS_KEEP_DAYS
 from metrics.stripe.store import MirrorStore
-from metrics.windows import Window, iso, utc
+from metrics.windows import Window, iso, parse_instant, utc
 
 BATCH = 500
 
@@ -552,6 +553,47 @@ def persistent_mismatch_count(src: Source, ms: MirrorStore, at: datetime, *, win
     """
     result = reconcile(src, ms, Window(at - window, at), at, grace=grace)
     return result["persisting"] if result["available"] else None
+
+
+def retention_risk(src: Source, ms: MirrorStore, at: datetime, *, grace: timedelta = timedelta(minutes=30),
+                   mask: bool = True) -> dict:
+    """What is about to leave Stripe's 30 days of events (the retention rule).
+
+    Stripe keeps events 30 days (https://docs.stripe.com/api/events): after
+    that an event can be neither listed nor resent.  Counted here, once older
+    than 25 days (``RETENTION_WARN_DAYS``):
+
+    * ``mismatches``: unreconciled mismatches of payments created 25 to 30
+      days ago that have held for more than 25 days, whose events (the
+      ``payment_intent.succeeded`` or ``charge.refunded`` that would have
+      fixed the record) are about to go;
+    * ``events``: events Stripe has still not delivered, created 25 to 30 days
+      ago, with the command to resend each before it goes.
+
+    The monthly review's reconciliation reads PaymentIntents and Charges,
+    which Stripe keeps for good, so a mismatch older than 30 days is still
+    found there; only replaying its events becomes impossible.
+    ``available: False`` before the mirror's first complete sync.
+    """
+    at = utc(at)
+    keep, warn = timedelta(days=EVENTS_KEEP_DAYS), timedelta(days=RETENTION_WARN_DAYS)
+    result = reconcile(src, ms, Window(at - keep, at - warn), at, grace=grace, mask=mask)
+    if not result["available"]:
+        return {"available": False, "reason": result["reason"], "count": None, "mismatches": [], "events": []}
+    old = [{**m, "events_expire_at": iso(parse_instant(m["since"]) + keep)} for m in result["mismatches"]
+           if m["since"] and parse_instant(m["since"]) < at - warn]
+    health = webhook_health(ms, at, limit=500)
+    events = [e for e in health["events"] if parse_instant(e["created"]) < at - warn] if health["available"] else []
+    for e in events:
+        e["commands"] = [r["command"] for r in health["replay"] if r["event"] == e["id"]]
+    return {"available": True, "reason": None, "count": len(old) + len(events), "mismatches": old, "events": events,
+            "warn_days": RETENTION_WARN_DAYS, "keep_days": EVENTS_KEEP_DAYS}
+
+
+def retention_risk_count(src: Source, ms: MirrorStore, at: datetime, *,
+                         grace: timedelta = timedelta(minutes=30)) -> int | None:
+    """Mismatches and undelivered events older than 25 days (the retention rule); ``None`` when unknown."""
+    return retention_risk(src, ms, at, grace=grace)["count"]
 
 
 def rows_for_export(mismatches: Iterable[dict]) -> list[dict]:
