@@ -80,7 +80,8 @@ def render_mismatches(result: dict) -> None:
         "Amount": fmt.money(m["stripe_amount"] if m["stripe_amount"] is not None else m["db_amount"], m["currency"])
         if m["currency"] else "–",
         "Stripe": m["stripe_status"], "Database": m["db_status"], "Enrollment": m["enrollment_status"],
-        "Customer": m["customer"], "Persisting": m["persisting"], "Fix": m["fix"], "Open in Stripe": m["stripe_url"],
+        "Customer": m["customer"], "Persisting": m["persisting"], "Check first": m["check_first"], "Fix": m["fix"],
+        "Open in Stripe": m["stripe_url"],
     } for m in mismatches], hide_index=True, width="stretch",
         column_config={"Open in Stripe": st.column_config.LinkColumn("Open in Stripe", display_text="open")})
     st.download_button("Download CSV", data=to_csv(mismatches), file_name="paywatch-reconciliation.csv",
@@ -89,6 +90,7 @@ def render_mismatches(result: dict) -> None:
     for m in mismatches:
         with st.expander(f"{md(m['title'])} · {md(m['payment_intent'])}"):
             st.write(md(m["detail"]))
+            st.write("**Check first:** " + md(m["check_first"]))
             st.write(md(m["fix"]))
             st.code(m["fix_command"], language="javascript")
 

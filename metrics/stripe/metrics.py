@@ -529,6 +529,7 @@ def _snapshot(ms: MirrorStore, at: datetime) -> dict:
     delivery = webhook_delivery(ms, day, at)
     disputes = dispute_summary(ms, day)
     endpoints = endpoint_status(ms)
+    health = webhook_health(ms, at, limit=0)
     return {
         "sync": sync_summary(ms, at),
         "24h": {
@@ -541,7 +542,10 @@ def _snapshot(ms: MirrorStore, at: datetime) -> dict:
         "disputes": ({k: disputes[k] for k in ("open", "open_amount", "by_status")} if disputes["available"]
                      else {"open": None, "reason": disputes["reason"]}),
         "webhooks": {"backlog": delivery["backlog"], "oldest_pending_at": delivery["oldest_pending_at"],
-                     "reason": delivery.get("reason")},
+                     "reason": delivery.get("reason"), "undelivered": health["undelivered"],
+                     "failing_endpoints": {e["url"] or e["id"]: e["failing_hours"] for e in health["endpoints"]
+                                           if e["undelivered"]} if health["available"] else None,
+                     "expiring": len(expiring_events(ms, at)) if health["available"] else None},
         "endpoints": ({"count": len(endpoints["items"]), "enabled": endpoints["enabled"], "problems": endpoints["problems"],
                        "items": [{k: e[k] for k in ("id", "url", "status", "enabled_events", "missing_guide_events")}
                                  for e in endpoints["items"]]}
