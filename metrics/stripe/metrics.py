@@ -11,11 +11,18 @@ Definitions (``docs/stripe.md`` says the same for people):
 * **Refunds over W** (by the refund's ``created``): succeeded refunds, count and
   amount per currency; ``refund_rate`` = refunds / succeeded PaymentIntents in W.
 * **Disputes**: created in W (count, amount per currency), and open now
-  (``needs_response``, ``under_review`` and their ``warning_`` forms).
+  (``needs_response``, ``under_review``, their ``warning_`` forms and the
+  appeal stages ``appeal_needs_response``, ``appeal_under_review``).
 * **Webhook delivery backlog**: events older than 5 minutes (and younger than
   Stripe's 3 days of retries) with ``pending_webhooks > 0``.
-  **Delivery success over W**: of the guide's event types created in W and
-  older than 5 minutes, the share with ``pending_webhooks == 0``.
+  **Delivery success over W**: of the guide's event types created in W,
+  older than 5 minutes and received by an enabled endpoint, the share with
+  ``pending_webhooks == 0``; unknown when no enabled endpoint receives them
+  (Stripe reports 0 pending then too).
+* **Webhook health**: the events Stripe has not delivered in its 30 days
+  (listed with ``delivery_success=false``), per enabled endpoint the oldest
+  and since when deliveries fail, and the ``stripe events resend`` commands;
+  those older than 25 days are about to leave Stripe's 30 days.
 * **Endpoints**: each configured webhook endpoint, enabled or not, and which
   of the guide's events no enabled endpoint receives.
 * **API**: our client's calls over W (every HTTP attempt, retries included):
@@ -565,7 +572,6 @@ def stripe_page(ms: MirrorStore, window: Window, at: datetime, limit: int = 50) 
         "disputes": dispute_summary(ms, window),
         "dispute_list": recent_disputes(ms, window, limit),
         "delivery": webhook_delivery(ms, window, at),
-        "pending": pending_events(ms, at, limit),
         "health": webhook_health(ms, at, limit),
         "endpoints": endpoint_status(ms),
         "api": api_summary(ms, window),
