@@ -13,7 +13,7 @@ import pytest
 
 from fakes import stripe_objects as so
 from fakes.stripe_extras import localstripe, shop, stripe_fake, stripe_front, stripe_settings  # noqa: F401 (fixtures)
-from fakes.stripe_records import FAST, Platform, kinds_by_pi, run_reconcile, settle_and_sync
+from fakes.stripe_records import FAST, kinds_by_pi, platform, run_reconcile, settle_and_sync  # noqa: F401 (fixture)
 from metrics.stripe import metrics as sm, store
 from metrics.stripe.client import StripeAPI, StripeCallError, StripeOptions
 from metrics.stripe.mirror import sync
@@ -22,11 +22,6 @@ from metrics.windows import Window
 
 UTC = timezone.utc
 GUIDE_EVENTS = list(sm.GUIDE_EVENTS)
-
-
-@pytest.fixture
-def platform(platform_db, stripe_settings):
-    return Platform(platform_db, stripe_settings.schema)
 
 
 def _money_moving(command: str) -> bool:

@@ -7,18 +7,13 @@ import json
 from argparse import Namespace
 from datetime import datetime, timedelta, timezone
 
-import pytest
-from bson import ObjectId
-
 from fakes.stripe_extras import localstripe, shop, stripe_fake, stripe_front, stripe_settings  # noqa: F401 (fixtures)
 from fakes.stripe_records import FAST, Platform, kinds_by_pi, messy, platform, run_reconcile, settle_and_sync  # noqa: F401
 from metrics import db as dbmod
 from metrics.stripe import cli
-from metrics.stripe.client import StripeOptions
 from metrics.stripe.mirror import sync
-from metrics.stripe.reconcile import KINDS, persistent_mismatch_count, reconcile, rows_for_export
+from metrics.stripe.reconcile import KINDS, persistent_mismatch_count, rows_for_export
 from metrics.stripe.store import mirror_store
-from metrics.windows import Window
 
 UTC = timezone.utc
 

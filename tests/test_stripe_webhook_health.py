@@ -12,7 +12,7 @@ from alerts.readings import EvalContext, explain
 from alerts.rules import default_rules
 from fakes import stripe_objects as so
 from fakes.stripe_extras import localstripe, shop, stripe_fake, stripe_front, stripe_settings  # noqa: F401 (fixtures)
-from fakes.stripe_records import FAST, Platform, settle_and_sync
+from fakes.stripe_records import FAST, settle_and_sync
 from metrics import db as dbmod
 from metrics.stripe import metrics as sm
 from metrics.stripe.mirror import UNDELIVERED, sync

@@ -381,6 +381,12 @@ def _enrollments(src: Source, payment_oids: list) -> dict[Any, list[dict]]:
     return out
 
 
+def _latest(*whens: datetime | None) -> datetime | None:
+    """The latest of the instants given (``None`` ones skipped), in UTC."""
+    known = [utc(w) for w in whens if w is not None]
+    return max(known) if known else None
+
+
 def _minor_units(value: Any) -> int | None:
     """An amount in minor units as an int, whatever BSON number type holds it."""
     if isinstance(value, Decimal128):
@@ -507,11 +513,11 @@ def reconcile(src: Source, ms: MirrorStore, window: Window, at: datetime | None 
             db_since = pay.refunded or pay.completed or pay.created
             if refund.get("in_progress"):
                 r = max(refund["in_progress"], key=lambda x: x.get("created") or at)
-                add("refund_pending_in_stripe", pi, pay, max(filter(None, [r.get("created"), db_since])),
+                add("refund_pending_in_stripe", pi, pay, _latest(r.get("created"), db_since),
                     f"database status refunded; Stripe's refund {r['_id']} is {r.get('status')}")
             elif refund.get("failed"):
                 r = max(refund["failed"], key=lambda x: x.get("created") or at)
-                add("refund_failed_in_stripe", pi, pay, max(filter(None, [r.get("created"), db_since])),
+                add("refund_failed_in_stripe", pi, pay, _latest(r.get("created"), db_since),
                     f"database status refunded; Stripe's refund {r['_id']} is {r.get('status')}"
                     + (f" ({r['failure_reason']})" if r.get("failure_reason") else ""))
             else:
@@ -523,7 +529,7 @@ def reconcile(src: Source, ms: MirrorStore, window: Window, at: datetime | None 
                 "the payment is refunded; the enrollment is active")
         elif not refunded and pay.status == "completed" and not active:
             statuses = sorted({str(x["status"]) for x in enrollments.get(pay.oid, [])})
-            add("paid_no_active_enrollment", pi, pay, max(filter(None, [pay.completed, success])),
+            add("paid_no_active_enrollment", pi, pay, _latest(pay.completed, success),
                 "enrollment " + (", ".join(statuses) if statuses else "missing"))
 
     by_kind = {kind: sum(1 for m in mismatches if m["kind"] == kind) for kind in KINDS}
