@@ -36,11 +36,11 @@ def outage(stripe_fake, stripe_settings):
     now = int(time.time())
     endpoint = stripe_fake.add_endpoint(HOOK, GUIDE_EVENTS)
     stripe_fake.add_endpoint("https://old.example.com/hook", ["*"], status="disabled")
-    first = stripe_fake.add_event("payment_intent.succeeded", {"id": "pi_a", "object": "unknown"},
-                                  created=now - 8 * 3600, pending=1)
-    second = stripe_fake.add_event("charge.refunded", {"id": "ch_b", "object": "unknown"}, created=now - 2 * 3600,
-                                   pending=1)
-    stripe_fake.add_event("payment_intent.succeeded", {"id": "pi_c", "object": "unknown"}, created=now - 3600)
+    paid = so.payment_intent(created=now - 8 * 3600)
+    refunded = so.charge(so.payment_intent(created=now - 3 * 3600), amount_refunded=4900)
+    first = stripe_fake.add_event("payment_intent.succeeded", paid, created=now - 8 * 3600, pending=1)
+    second = stripe_fake.add_event("charge.refunded", refunded, created=now - 2 * 3600, pending=1)
+    stripe_fake.add_event("payment_intent.succeeded", so.payment_intent(created=now - 3600), created=now - 3600)
     assert sync(stripe_settings, FAST).ok
     return {"endpoint": endpoint, "events": [first, second], "at": datetime.now(UTC) + timedelta(minutes=1)}
 
@@ -73,7 +73,7 @@ def test_an_endpoint_failing_for_more_than_6_hours_alerts_with_what_to_resend(ou
 
 def test_five_hours_of_failures_do_not_alert_yet(stripe_fake, stripe_settings):
     stripe_fake.add_endpoint(HOOK, GUIDE_EVENTS)
-    stripe_fake.add_event("payment_intent.succeeded", {"id": "pi_a", "object": "unknown"},
+    stripe_fake.add_event("payment_intent.succeeded", so.payment_intent(created=int(time.time()) - 5 * 3600),
                           created=int(time.time()) - 5 * 3600, pending=1)
     assert sync(stripe_settings, FAST).ok
 
@@ -115,9 +115,10 @@ def test_what_is_about_to_leave_stripes_30_days_is_counted_and_alerted(stripe_fa
     stripe_fake.add_event("payment_intent.succeeded", lost, created=now - 26 * day)
     recent = stripe_fake.add("payment_intents", so.payment_intent(created=now - 20 * day))
     stripe_fake.add_event("payment_intent.succeeded", recent, created=now - 20 * day)
-    old = stripe_fake.add_event("charge.refunded", {"id": "ch_old", "object": "unknown"}, created=now - 27 * day,
-                                pending=1)
-    stripe_fake.add_event("charge.refunded", {"id": "ch_new", "object": "unknown"}, created=now - 20 * day, pending=1)
+    old = stripe_fake.add_event("charge.refunded", so.charge(so.payment_intent(created=now - 28 * day)),
+                                created=now - 27 * day, pending=1)
+    stripe_fake.add_event("charge.refunded", so.charge(so.payment_intent(created=now - 21 * day)),
+                          created=now - 20 * day, pending=1)
     settle_and_sync(stripe_settings)
     at = datetime.now(UTC)
 
