@@ -307,3 +307,13 @@ def test_the_mirror_sends_stripe_only_parameters_it_accepts(stripe_fake, shop, s
     assert report.ok and all(r.status == "ok" for r in report.resources.values()), report.resources
     assert all(r.status == 200 for r in stripe_fake.calls())
     assert all(int(r.query.get("limit", 10)) <= 100 for r in stripe_fake.calls())
+
+
+def test_metadata_an_earlier_version_copied_is_removed_at_the_next_sync(stripe_fake, stripe_settings):
+    ms = mirror_store(stripe_settings)
+    ms.db[store.PAYMENT_INTENTS].insert_one({"_id": "pi_old", "status": "succeeded", "metadata": {"phone": "555"}})
+
+    assert sync(stripe_settings, FAST).ok
+
+    assert "metadata" not in ms.db[store.PAYMENT_INTENTS].find_one({"_id": "pi_old"})
+    assert "mirror_format" not in sm.sync_summary(ms, datetime.now(UTC))["resources"]

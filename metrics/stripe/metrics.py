@@ -79,7 +79,7 @@ def dashboard_url(kind: str, object_id: str | None, livemode: bool | None = Fals
 
 def resource_status(ms: MirrorStore) -> dict[str, dict]:
     """Each resource's last sync outcome: ``{"disputes": {"status": "unavailable", "error": ...}}``."""
-    rows = ms.find(store.SYNC_STATE, {"_id": {"$ne": "sync-lease"}},
+    rows = ms.find(store.SYNC_STATE, {"_id": {"$nin": ["sync-lease", "mirror_format"]}},
                    projection={"status": 1, "error": 1, "synced_at": 1, "checked_at": 1, "coverage_start": 1, "cursor": 1})
     return {row["_id"]: {k: row.get(k) for k in ("status", "error", "synced_at", "checked_at", "coverage_start")} for row in rows}
 

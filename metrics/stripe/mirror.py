@@ -358,6 +358,7 @@ class Mirror:
             return report
         try:
             store.ensure_indexes(self.db)
+            self._forget_metadata()
             listing_starts = []
             for resource in CURSOR_RESOURCES:
                 result = report.resources[resource] = ResourceResult(resource)
@@ -395,6 +396,13 @@ class Mirror:
                  "done" if report.ok else "stopped", (report.finished_at - report.started_at).total_seconds(),
                  report.calls, ", ".join(f"{n} +{r.stored}" for n, r in report.resources.items()))
         return report
+
+    def _forget_metadata(self) -> None:
+        """Remove the ``metadata`` earlier versions copied (the platform's free text, a PII risk); once."""
+        if _state(self.db, "mirror_format").get("metadata_removed"):
+            return
+        self.db[store.PAYMENT_INTENTS].update_many({"metadata": {"$exists": True}}, {"$unset": {"metadata": ""}})
+        _save_state(self.db, "mirror_format", {"metadata_removed": True})
 
     def _record_calls(self, result: ResourceResult) -> None:
         records = self.api.calls.drain()
