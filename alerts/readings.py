@@ -486,7 +486,7 @@ def read_endpoint_failing(ctx: EvalContext, rule: "Rule") -> list[Reading]:
 
 def explain_endpoint_failing(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
     health = sm.webhook_health(_mirror(ctx), ctx.at, limit=200)
-    [ep] = [e for e in health["endpoints"] if (e["url"] or e["id"]) == reading.subject] or [None]
+    ep = next((e for e in health["endpoints"] if e["label"] == reading.subject), None)
     if ep is None or not ep["oldest"]:
         return []
     lines = [f"{ep['undelivered']:,} undelivered event(s) for {ep['url']}, failing since {ep['failing_since']} "
@@ -494,7 +494,7 @@ def explain_endpoint_failing(ctx: EvalContext, rule: "Rule", reading: Reading) -
              f"for days and emails only then."]
     if ep["shared"]:
         lines.append("Another enabled endpoint receives some of the same events: Stripe does not say which one failed.")
-    replay = [r["command"] for r in health["replay"] if r["endpoint"] == ep["url"]][:SAMPLE_ROWS]
+    replay = [r["command"] for r in health["replay"] if r["endpoint_id"] == ep["id"]][:SAMPLE_ROWS]
     if replay:
         lines.append("Once it answers again, resend: " + "; ".join(replay) + ".")
     return lines

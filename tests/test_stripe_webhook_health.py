@@ -139,3 +139,16 @@ def test_retention_is_unknown_before_the_first_sync(stripe_settings):
     _, _, [ev] = evaluate(stripe_settings, datetime.now(UTC), "stripe_events_expiring")
 
     assert ev.reading is None and ev.note == "no data"
+
+
+def test_two_endpoints_with_one_url_are_two_alerts(stripe_fake, stripe_settings):
+    for _ in range(2):
+        stripe_fake.add_endpoint(HOOK, GUIDE_EVENTS)
+    stripe_fake.add_event("payment_intent.succeeded", so.payment_intent(), created=int(time.time()) - 7 * 3600,
+                          pending=2)
+    assert sync(stripe_settings, FAST).ok
+
+    ctx, rule, evaluations = evaluate(stripe_settings, datetime.now(UTC), "stripe_endpoint_failing")
+
+    assert len({ev.subject for ev in evaluations}) == 2 and all(ev.subject.startswith(HOOK) for ev in evaluations)
+    assert all("stripe events resend" in "\n".join(explain(ctx, rule, ev.reading)) for ev in evaluations)

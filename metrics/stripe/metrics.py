@@ -391,6 +391,9 @@ def webhook_health(ms: MirrorStore, at: datetime, limit: int = 100) -> dict:
                           or types & set(o.get("enabled_events") or []) for o in others),
             "stripe_url": dashboard_url("webhook_endpoint", ep["_id"], ep.get("livemode")),
         })
+    urls = [ep["url"] for ep in per_endpoint]
+    for ep in per_endpoint:  # what an alert is about: the URL, with the id when two endpoints share it
+        ep["label"] = ep["url"] if ep["url"] and urls.count(ep["url"]) == 1 else f"{ep['url']} ({ep['id']})"
     events, replay = [], []
     for d in docs:
         receivers = [ep for ep in enabled if _receives(ep, d.get("type"))]
@@ -400,7 +403,7 @@ def webhook_health(ms: MirrorStore, at: datetime, limit: int = 100) -> dict:
                "endpoints": [ep.get("url") for ep in receivers], "resend_by": iso(deadline),
                "stripe_url": dashboard_url("event", d["_id"], d.get("livemode"))}
         events.append(row)
-        replay += [{"event": d["_id"], "type": d.get("type"), "endpoint": ep.get("url"),
+        replay += [{"event": d["_id"], "type": d.get("type"), "endpoint": ep.get("url"), "endpoint_id": ep["_id"],
                     "command": resend_command(d["_id"], ep["_id"], d.get("livemode")), "resend_by": iso(deadline)}
                    for ep in receivers]
     return {"available": True, "reason": None, "undelivered": ms.count(store.EVENTS, query), "events": events,
@@ -408,14 +411,14 @@ def webhook_health(ms: MirrorStore, at: datetime, limit: int = 100) -> dict:
 
 
 def endpoint_failing_hours(ms: MirrorStore, at: datetime) -> dict[str, float] | None:
-    """Per enabled endpoint (by URL), hours its oldest undelivered event has waited; 0 when none.
+    """Per enabled endpoint (by its URL, with its id when two share one), hours its oldest undelivered event has waited; 0 when none.
 
     ``None`` when the mirror cannot tell (no delivery figures, endpoints unknown).
     """
     health = webhook_health(ms, at, limit=0)
     if not health["available"]:
         return None
-    return {ep["url"] or ep["id"]: ep["failing_hours"] for ep in health["endpoints"]}
+    return {ep["label"]: ep["failing_hours"] for ep in health["endpoints"]}
 
 
 def expiring_events(ms: MirrorStore, at: datetime, limit: int = 50) -> list[dict]:
@@ -550,7 +553,7 @@ def _snapshot(ms: MirrorStore, at: datetime) -> dict:
                      else {"open": None, "reason": disputes["reason"]}),
         "webhooks": {"backlog": delivery["backlog"], "oldest_pending_at": delivery["oldest_pending_at"],
                      "reason": delivery.get("reason"), "undelivered": health["undelivered"],
-                     "failing_endpoints": {e["url"] or e["id"]: e["failing_hours"] for e in health["endpoints"]
+                     "failing_endpoints": {e["label"]: e["failing_hours"] for e in health["endpoints"]
                                            if e["undelivered"]} if health["available"] else None,
                      "expiring": len(expiring_events(ms, at)) if health["available"] else None},
         "endpoints": ({"count": len(endpoints["items"]), "enabled": endpoints["enabled"], "problems": endpoints["problems"],
