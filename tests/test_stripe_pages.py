@@ -143,3 +143,22 @@ def test_the_stripe_page_lists_undelivered_events_per_endpoint_and_how_to_resend
     assert any(md("https://api.example.com/api/webhooks/stripe") in w and "failing since" in w for w in warnings), warnings
     assert any(f"stripe events resend {event['id']} --webhook-endpoint={endpoint['id']}" in c.value for c in app.code)
     assert stripe_fake.calls() == []
+
+
+def test_the_reconciliation_page_warns_about_what_leaves_stripes_30_days(stripe_fake, stripe_settings, monkeypatch,
+                                                                          mongo_uri, db_names, localstripe, tmp_path):
+    from fakes import stripe_objects as so
+
+    for name, value in {"MONGODB_URI": mongo_uri, "PAYWATCH_SOURCE_DB": db_names[0], "PAYWATCH_DB": db_names[1],
+                        "STRIPE_API_KEY": localstripe.api_key, "STRIPE_API_BASE": stripe_fake.url}.items():
+        monkeypatch.setenv(name, value)
+    old = int(datetime.now(UTC).timestamp()) - 26 * 86400
+    lost = stripe_fake.add("payment_intents", so.payment_intent(created=old))
+    stripe_fake.add_event("payment_intent.succeeded", lost, created=old)
+    next_second()
+    assert sync(stripe_settings, FAST).ok
+
+    app = open_reconciliation(tmp_path, datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5))
+
+    assert any("older than 25 days" in w.value for w in app.warning)
+    assert lost["id"] in list(app.dataframe[0].value["Object"])

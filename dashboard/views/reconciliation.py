@@ -20,7 +20,7 @@ from metrics import format as fmt
 from metrics.db import DataSourceUnavailable, source
 from metrics.settings import get_settings
 from metrics.stripe.client import StripeOptions
-from metrics.stripe.reconcile import KINDS, reconcile, rows_for_export
+from metrics.stripe.reconcile import KINDS, reconcile, retention_risk, rows_for_export
 from metrics.stripe.store import mirror_store
 from metrics.windows import Window
 from reports.tabular import neutralise
@@ -32,6 +32,16 @@ def load(window: Window, at: datetime) -> dict | None:
     grace = timedelta(minutes=StripeOptions.from_settings(settings).reconcile_grace_minutes)
     try:
         return reconcile(source(settings), mirror_store(settings), window, at, grace=grace, mask=settings.mask_emails)
+    except (DataSourceUnavailable, PyMongoError):
+        return None
+
+
+@st.cache_data(ttl=common.LIVE_TTL_S, max_entries=20, show_spinner=False)
+def load_retention(at: datetime) -> dict | None:
+    settings = get_settings()
+    grace = timedelta(minutes=StripeOptions.from_settings(settings).reconcile_grace_minutes)
+    try:
+        return retention_risk(source(settings), mirror_store(settings), at, grace=grace, mask=settings.mask_emails)
     except (DataSourceUnavailable, PyMongoError):
         return None
 
@@ -52,6 +62,7 @@ def render() -> None:
             st.warning(f"Reconciliation unknown: {md(result['reason'])}.", icon=":material/sync_problem:")
             return
         render_kpis(view, result)
+        render_retention(load_retention(view.at))
         render_mismatches(result)
 
 
@@ -68,6 +79,19 @@ def render_kpis(view: View, result: dict) -> None:
              help=f"Older than the {result['grace_minutes']:g}-minute grace period, in which a late webhook "
                   f"or a retry usually settles it."),
     ])
+
+
+def render_retention(risk: dict | None) -> None:
+    """What is about to leave Stripe's 30 days of events, whatever the range picked."""
+    if not risk or not risk["available"] or not risk["count"]:
+        return
+    st.warning(f"{fmt.count(risk['count'])} older than {risk['warn_days']} days: Stripe keeps events "
+               f"{risk['keep_days']} days, after which they cannot be resent.", icon=":material/hourglass_bottom:")
+    rows = [{"Gone after": m["events_expire_at"], "What": m["title"], "Object": m["payment_intent"],
+             "Do": m["fix"]} for m in risk["mismatches"]]
+    rows += [{"Gone after": e["resend_by"], "What": f"Undelivered {e['type']}", "Object": e["id"],
+              "Do": "; ".join(e["commands"]) or "no enabled endpoint receives it"} for e in risk["events"]]
+    st.dataframe(rows, hide_index=True, width="stretch")
 
 
 def render_mismatches(result: dict) -> None:
