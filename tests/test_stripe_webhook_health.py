@@ -102,6 +102,7 @@ def test_a_server_that_cannot_list_undelivered_events_leaves_webhook_health_unkn
     report = sync(settings, FAST)
 
     assert report.ok and report.resources[UNDELIVERED].status == "unavailable"
+    assert "delivery_success=false) cannot be listed" in report.resources[UNDELIVERED].error
     health = sm.webhook_health(mirror_store(settings), datetime.now(UTC))
     assert health["available"] is False and health["undelivered"] is None
     assert sm.endpoint_failing_hours(mirror_store(settings), datetime.now(UTC)) is None

@@ -503,6 +503,9 @@ class Mirror:
             try:
                 page = self.api.list_page("events", params)
             except StripeCallError as exc:
+                if exc.permanent:  # localstripe refuses the parameter: say what is missing, not just "400"
+                    exc = StripeCallError(f"undelivered events (delivery_success=false) cannot be listed: {exc}",
+                                          kind=exc.kind, status=exc.status, permanent=True)
                 self._fail(result, exc)
                 return
             result.pages += 1
