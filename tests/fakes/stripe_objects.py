@@ -1,10 +1,13 @@
 """Stripe objects in the shapes Stripe sends them, for the fake to serve.
 
-Every builder returns the whole object with the field set of Stripe's own API
-fixtures (``openapi/fixtures3.json`` in the public ``stripe/openapi``
-repository, API version 2026-10-28), the optional fields ``null`` as Stripe
-sends them, so the mirror is tested against what it will really read, not
-against the few fields it happens to use.  The status enums are those of the
+Every builder returns an object modelled on Stripe's own API fixtures
+(``openapi/fixtures3.json`` in the public ``stripe/openapi`` repository): the
+same field names and nesting (``billing_details.email``, ``evidence_details.due_by``,
+``request.idempotency_key``...), optional fields ``null`` as Stripe sends
+them, and most of the fields the mirror does not read, so it is tested
+against what it will really receive, not against the few fields it uses.
+Large sub-objects nothing here reads (card checks, 3-D Secure details, the
+full evidence form) are trimmed.  The status enums are those of the
 pinned API version (stripe-python 16.1.0's generated types say the same):
 
 * Refund ``status``: ``pending``, ``requires_action``, ``succeeded``, ``failed``, ``canceled``;
