@@ -450,8 +450,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("stripe_webhook_backlog", "events older than 5 minutes with pending_webhooks > 0 (Stripe mirror)",
            "count", _mirror_reading(_webhook_backlog), explain_backlog, reads="state", windowed=False,
            needs="STRIPE_API_KEY"),
-    Metric("stripe_endpoint_problems", "no webhook endpoint configured, or a guide event no enabled endpoint "
-           "receives, with the disabled endpoints named (Stripe mirror)", "count", _mirror_reading(_endpoint_problems),
+    Metric("stripe_endpoint_problems", "webhook endpoints disabled, none configured, or a guide event no "
+           "enabled endpoint receives (Stripe mirror)", "count", _mirror_reading(_endpoint_problems),
            explain_endpoints, reads="state", windowed=False, needs="STRIPE_API_KEY"),
     Metric("stripe_api_unreachable_minutes", "minutes from the last Stripe call answered to the last one not "
            "answered (network error, 429, 5xx), over the mirror's calls of the last hour", "min",

@@ -324,10 +324,9 @@ def default_rules(settings: Settings) -> list[Rule]:
         dict(
             id="stripe_webhook_endpoint", title="Stripe webhook endpoint disabled or missing events",
             severity="critical",
-            description="No webhook endpoint at all, or one of the guide's events (payment_intent.succeeded, "
-                        "payment_intent.payment_failed, charge.refunded, charge.dispute.created) that no enabled "
-                        "endpoint receives, with the disabled endpoints then named; a disabled endpoint while "
-                        "another receives all four is not a problem.",
+            description="Webhook endpoints that are disabled, no endpoint at all, or one of the guide's events "
+                        "(payment_intent.succeeded, payment_intent.payment_failed, charge.refunded, "
+                        "charge.dispute.created) that no enabled endpoint receives.",
             metric="stripe_endpoint_problems", comparison=">", threshold=0,
             runbook=dict(section=EMERGENCY, steps=[
                 "In the Stripe Dashboard → Developers → Webhooks, check the endpoint named below: enabled, the "
