@@ -382,7 +382,7 @@ def default_rules(settings: Settings) -> list[Rule]:
             id="stripe_events_expiring", title="Stripe events about to expire unreconciled", severity="warning",
             description="Unreconciled mismatches and undelivered events older than 25 days: Stripe keeps events "
                         "30 days, after which they cannot be listed or resent.",
-            metric="stripe_events_expiring", comparison=">", threshold=0, keep_firing_for="30m",
+            metric="stripe_events_expiring", comparison=">", threshold=0, keep_firing_for="10m",
             runbook=dict(section=RECONCILE, steps=[
                 "List them: the dashboard's Reconciliation page, or python -m metrics reconcile --since "
                 "(30 days ago).",
