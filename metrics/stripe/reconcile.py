@@ -168,7 +168,7 @@ class _Fixes:
             cmd = self._payment(pid, {"status": pay.status}, {"status": "completed", "completedAt": succeeded_at})
             if enrollment is not None:
                 cmd += "\n" + self._enrollment(oid, enrollment, {"status": "active", "paymentStatus": "paid"})
-            return Fix(f"Check the platform's webhook log for {facts.get('event_id') or 'the payment_intent.succeeded event'}: "
+            return Fix(f"The platform's webhook log for {facts.get('event_id') or 'the payment_intent.succeeded event'}: "
                        "a webhook that failed or is still being retried explains it.",
                        "Mark the payment completed (the runbook's dbPayment.status = 'completed'), then activate its "
                        "enrollment" + ("." if enrollment is not None else " (none found: create it in the platform)."),
@@ -206,7 +206,7 @@ class _Fixes:
             if enrollment is not None:
                 cmd += "\n" + self._enrollment(oid, enrollment, {"status": "refunded", "paymentStatus": "refunded",
                                                                  "refundedAt": when})
-            return Fix(f"Check who refunded it in Stripe ({', '.join(facts.get('refund_ids') or []) or 'the refund'}): "
+            return Fix(f"Who refunded it in Stripe ({', '.join(facts.get('refund_ids') or []) or 'the refund'}): "
                        "a refund made in the Dashboard skips the platform.",
                        "Record the refund as the runbook's \"Process Refund Manually\" steps 4 and 5 do.", cmd)
         if kind == "refund_missing_in_stripe":
@@ -236,18 +236,18 @@ class _Fixes:
                        _comment(f"nothing to run: {ids} {facts.get('refund_status')} in Stripe; "
                                 "a refund is a decision for a person, in the Dashboard."))
         if kind == "refunded_enrollment_active":
-            return Fix("Check the customer has not been given access again on purpose (a goodwill gesture).",
+            return Fix("Whether the customer was given access again on purpose (a goodwill gesture).",
                        "Close the enrollment as the runbook's \"Process Refund Manually\" step 5 does.",
                        self._enrollment(oid, "active", {"status": "refunded", "paymentStatus": "refunded",
                                                         "refundedAt": facts.get("refunded_at") or (pay.refunded if pay else None)}))
         if kind == "paid_no_active_enrollment":
             if enrollment is None:
-                return Fix("Look for the enrollment under another payment (a retried checkout) before creating one.",
+                return Fix("Whether the enrollment exists under another payment (a retried checkout) before creating one.",
                            "The customer paid but cannot access the course: create the enrollment in the platform "
                            "(Stripe does not know the service).",
                            _comment("nothing to run here: no single enrollment of this payment to activate.",
                                     f"Payment _id {oid}."))
-            return Fix("Check the enrollment was not cancelled on purpose (a customer who asked to stop).",
+            return Fix("Whether the enrollment was cancelled on purpose (a customer who asked to stop).",
                        "The customer paid but cannot access the course: activate the enrollment.",
                        self._enrollment(oid, enrollment, {"status": "active", "paymentStatus": "paid"}))
         raise ValueError(kind)
@@ -260,8 +260,8 @@ class _Fixes:
                   "stripeEventId": facts.get("event_id")}
         insert = {self.p[k]: v for k, v in fields.items() if v is not None}
         cmd = self._update(self.p.name, {self.p["paymentId"]: pid}, {"$setOnInsert": insert}, upsert=True)
-        check = (f"Check the platform's webhook log for {facts.get('event_id') or 'the payment_intent.succeeded event'} "
-                 "(a failed or retried webhook), and that no record holds this PaymentIntent under another field.")
+        check = (f"The platform's webhook log for {facts.get('event_id') or 'the payment_intent.succeeded event'} "
+                 "(a failed or retried webhook), and whether a record holds this PaymentIntent under another field.")
         notes = []
         if email and mask:
             notes.append("customerEmail is left out because emails are masked here: PAYWATCH_MASK_EMAILS=false "
@@ -514,11 +514,11 @@ def reconcile(src: Source, ms: MirrorStore, window: Window, at: datetime | None 
             if refund.get("in_progress"):
                 r = max(refund["in_progress"], key=lambda x: x.get("created") or at)
                 add("refund_pending_in_stripe", pi, pay, _latest(r.get("created"), db_since),
-                    f"database status refunded; Stripe's refund {r['_id']} is {r.get('status')}")
+                    f"database status refunded; Stripe's refund {r['_id']} has status {r.get('status')}")
             elif refund.get("failed"):
                 r = max(refund["failed"], key=lambda x: x.get("created") or at)
                 add("refund_failed_in_stripe", pi, pay, _latest(r.get("created"), db_since),
-                    f"database status refunded; Stripe's refund {r['_id']} is {r.get('status')}"
+                    f"database status refunded; Stripe's refund {r['_id']} has status {r.get('status')}"
                     + (f" ({r['failure_reason']})" if r.get("failure_reason") else ""))
             else:
                 add("refund_missing_in_stripe", pi, pay, db_since, "database status refunded; Stripe has no refund")
