@@ -16,6 +16,7 @@ COPY pyproject.toml requirements.txt README.md ./
 COPY paywatch/ paywatch/
 COPY metrics/ metrics/
 COPY alerts/ alerts/
+COPY notify/ notify/
 COPY reports/ reports/
 COPY dashboard/ dashboard/
 COPY demo/ demo/

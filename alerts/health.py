@@ -38,11 +38,11 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 from pymongo.errors import PyMongoError
 
-from alerts import outbox as outbox_mod
 from alerts import store
 from alerts.state import FIRING
 from metrics.db import DataSourceUnavailable, source, state_db
 from metrics.settings import SettingsError
+from notify import outbox as outbox_mod
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.base import BaseScheduler
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 CYCLE_JOB = "evaluate"
 # Prometheus scrapes every 15 to 60 s; one snapshot serves the scrapes of this many seconds.
 SNAPSHOT_TTL_S = 15.0
+# The worker's rollup job refreshes every 5 s; a scrape refreshes them itself only when they are older.
+ROLLUP_MAX_AGE_S = 5.0
 PERIODS = ("today", "week", "month")
 
 Samples = Iterable[tuple[tuple[str, ...], float]]
@@ -275,9 +277,11 @@ class Health:
     # -- /metrics ---------------------------------------------------------------------
 
     def _build_snapshot(self) -> dict:
+        from metrics.rollups import live_source
         from metrics.snapshot import build_snapshot
 
-        return build_snapshot(source(self.settings), self.settings)
+        # Through this process's rollups, as the worker's cycle and the CLI's snapshot read them.
+        return build_snapshot(live_source(self.settings, ROLLUP_MAX_AGE_S), self.settings)
 
     def own_samples(self, checks: dict[str, str | None]) -> dict[str, list[tuple[tuple[str, ...], float]]]:
         """Paywatch's own figures by metric name (``checks``: :meth:`ping`'s answer); what cannot be read is left out."""

@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import requests
@@ -128,8 +129,11 @@ def ensure_base() -> str:
 def build(base: str) -> None:
     wheelhouse = ROOT / "wheelhouse"
     say("downloading the wheelhouse on the host (pip download)")
+    # The package's dependencies at the lock's versions, and the build backend (pyproject's build-system).
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    wanted = [*project["build-system"]["requires"], *project["project"]["dependencies"]]
     sh(sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--dest", str(wheelhouse),
-       "--constraint", str(ROOT / "requirements.txt"), "setuptools", "wheel", str(ROOT), capture=True)
+       "--constraint", str(ROOT / "requirements.txt"), *wanted, capture=True)
     say(f"building {IMAGE} from {base} with no network")
     started = time.monotonic()
     previous = podman("image", "inspect", "--format", "{{.Id}}", IMAGE, check=False, capture=True).stdout.strip()

@@ -21,7 +21,8 @@ from packaging.requirements import Requirement
 from paywatch import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("paywatch", "metrics", "alerts", "reports", "dashboard", "demo")
+# Every top-level package of the repository except the tests and the benchmarks.
+PACKAGES = tuple(sorted(p.parent.name for p in ROOT.glob("*/__init__.py") if p.parent.name not in ("tests", "bench")))
 AT = "2026-11-26T12:00:00Z"
 
 
@@ -48,6 +49,11 @@ def test_every_dependency_is_a_runtime_pin_of_the_lock_and_the_pin_satisfies_it(
     assert set(deps) == set(pins), f"only in pyproject: {set(deps) - set(pins)}; only in requirements.txt: {set(pins) - set(deps)}"
     wrong = {name: f"{pins[name]} not in {req.specifier}" for name, req in deps.items() if pins[name] not in req.specifier}
     assert not wrong
+
+
+def test_the_package_includes_every_top_level_package_of_the_repository():
+    include = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert sorted(name.rstrip("*") for name in include) == list(PACKAGES)
 
 
 def test_the_console_script_is_the_cli_main():
