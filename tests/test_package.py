@@ -202,3 +202,15 @@ def test_the_installed_command_works_outside_the_repository(wheel, tmp_path, run
                            cwd=elsewhere, env=env, capture_output=True, text=True, timeout=60)
     module_file, templates = where.stdout.split()
     assert Path(module_file).is_relative_to(site_packages) and templates == "True"
+
+
+@pytest.mark.parametrize("name", sorted(cli.DELEGATES))
+def test_each_delegating_subcommand_is_its_module_command(name):
+    delegate = cli.DELEGATES[name]
+    module = delegate.target.split(":")[0].removesuffix(".__main__")
+    ours = subprocess.run([sys.executable, "-m", "paywatch", name, "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    theirs = subprocess.run([sys.executable, "-m", module, *delegate.prefix, "--help"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert ours.returncode == theirs.returncode == 0, ours.stderr
+    assert ours.stdout == theirs.stdout and ours.stdout.startswith("usage: ")
