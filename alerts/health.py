@@ -4,7 +4,9 @@
   evaluation cycle finished within the heartbeat's lateness limit
   (``[alerts] heartbeat_late``, default three ``PAYWATCH_EVAL_INTERVAL``);
   503 otherwise, with the reason as JSON.  A cycle that hangs, or a scheduler
-  that died, is what a restart cures.
+  that died, is what a restart cures.  Until the first cycle finishes it
+  answers 200 ``"starting"``: that cycle may build the rollups from the whole
+  history, and a restart would only begin it again.
 * ``/readyz`` (readiness): 200 when the platform's database and Paywatch's
   own both answer a ping; 503 with the error otherwise.
 * ``/metrics``: the Prometheus text format, written by ``prometheus-client``
@@ -237,14 +239,16 @@ class Health:
     def liveness(self) -> tuple[int, dict]:
         if self.scheduler is None or self.scheduler.state != STATE_RUNNING:
             return 503, {"status": "unhealthy", "reason": "the scheduler is not running"}
-        since = self.last_cycle if self.last_cycle is not None else self.started
-        age = time.monotonic() - since
-        body = {"last_cycle_age_s": round(age, 1) if self.last_cycle is not None else None,
-                "late_after_s": self.late_after, "leader": self._is_leader()}
+        body = {"last_cycle_age_s": None, "late_after_s": self.late_after, "leader": self._is_leader()}
+        if self.last_cycle is None:
+            # The first cycle may build the rollups from the whole history: restarting it would only start over.
+            return 200, {"status": "starting", **body,
+                         "started_s_ago": round(time.monotonic() - self.started, 1)}
+        age = time.monotonic() - self.last_cycle
+        body["last_cycle_age_s"] = round(age, 1)
         if age > self.late_after:
-            what = "the last evaluation cycle finished" if self.last_cycle is not None else "the worker started"
             return 503, {"status": "unhealthy", **body,
-                         "reason": f"no evaluation cycle for {age:.0f} s ({what} then; the limit is {self.late_after:g} s)"}
+                         "reason": f"no evaluation cycle finished for {age:.0f} s (the limit is {self.late_after:g} s)"}
         return 200, {"status": "ok", **body}
 
     def _is_leader(self) -> bool:

@@ -122,7 +122,22 @@ def test_healthz_is_503_with_the_reason_when_cycles_stop(make_settings, served):
         assert late.status_code == 503
         body = late.json()
         assert body["status"] == "unhealthy" and body["late_after_s"] == 1.0
-        assert body["reason"].startswith("no evaluation cycle for ") and "the limit is 1 s" in body["reason"]
+        assert body["reason"].startswith("no evaluation cycle finished for ") and "the limit is 1 s" in body["reason"]
+    finally:
+        scheduler.shutdown()
+
+
+def test_healthz_says_starting_until_the_first_cycle_finishes_however_long_it_takes(make_settings, served):
+    scheduler = BackgroundScheduler(timezone=timezone.utc)
+    scheduler.add_job(lambda: None, "interval", hours=1, id=health.CYCLE_JOB)  # its first run is an hour away
+    _, server = served(scheduler=scheduler, alerts={"heartbeat_late": "1s"})
+    scheduler.start()
+    try:
+        time.sleep(1.5)  # past the lateness limit: a first cycle building the rollups is not a hung one
+        response = requests.get(f"{server.url}/healthz", timeout=10)
+        assert response.status_code == 200
+        body = response.json()
+        assert body["status"] == "starting" and body["last_cycle_age_s"] is None and body["started_s_ago"] > 1
     finally:
         scheduler.shutdown()
 
