@@ -16,7 +16,7 @@ from typing import Callable
 
 from pymongo.errors import PyMongoError
 
-from metrics.db import DataSourceUnavailable, Source, client_for, describe_error, platform_uri, source, state_db
+from metrics.db import Source, client_for, platform_uri, source, state_db, unavailable
 from metrics.settings import Settings
 
 
@@ -92,6 +92,6 @@ def live_source(settings: Settings, max_age_s: float = 0.0) -> Source:
             try:
                 entry.src.rollups.refresh()
             except PyMongoError as exc:
-                raise DataSourceUnavailable(describe_error(exc)) from exc
+                raise unavailable(exc) from exc
             entry.refreshed = time.monotonic()
     return entry.src
