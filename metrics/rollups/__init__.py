@@ -43,7 +43,7 @@ def rolled_up(raw: Callable) -> Callable:
 
 _COLLECTIONS_OF = {"payments": ("payments",), "webhooks": ("webhook_events",), "enrollments": ("enrollments",),
                    "quality": ("payments", "enrollments", "webhook_events"),
-                   "series": ("payments", "enrollments", "webhook_events")}
+                   "series": ("payments", "enrollments", "webhook_events"), "signals": ("payments",)}
 
 
 def attach(src: Source, settings: Settings, *, refresh: bool = True, progress: bool = False,

@@ -299,6 +299,11 @@ def fold_payment(b: Bucket, d: dict) -> None:
     amount = minor_units(d["amount"])
     b.count("status", (status, currency))
     b.add_sum("status", (status, currency), amount)
+    specialist = d.get("specialistId") if isinstance(d.get("specialistId"), str) else "unknown"
+    if status in SUCCEEDED_STATUSES or status == "failed":
+        # The alert rules split outcomes by specialist (metrics.signals.subject_expr).
+        b.count("outcome_by_specialist", (specialist, status == "failed", currency))
+        b.add_sum("outcome_by_specialist", (specialist, status == "failed", currency), amount)
     if status in SUCCEEDED_STATUSES:
         ms = duration_ms(d.get("completedAt"), d.get("createdAt"))
         if ms is not None:
@@ -308,8 +313,8 @@ def fold_payment(b: Bucket, d: dict) -> None:
         for name in ("failureCode", "specialistId", "serviceId"):
             b.count(f"failed_by_{name}", (key_value(d.get(name)),))
         code = d.get("failureCode") if isinstance(d.get("failureCode"), str) else "unknown"
-        b.count("declines", (code, currency))
-        b.add_sum("declines", (code, currency), amount)
+        b.count("declines", (code, currency, specialist))
+        b.add_sum("declines", (code, currency, specialist), amount)
 
 
 def fold_refund(b: Bucket, d: dict) -> None:
