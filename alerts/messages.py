@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 from alerts.config import human_duration
 from alerts.readings import METRICS, format_value
 from alerts.rules import Rule
-from alerts.state import FIRST, REPEAT, RESOLVED_MSG, AlertState
+from alerts.state import FIRST, FLAPPING, REPEAT, RESOLVED_MSG, AlertState
 from metrics.settings import Settings
 from metrics.windows import iso
 
@@ -43,11 +43,24 @@ def alert_message(rule: Rule, subject: str, st: AlertState, reason: str, details
         fields.append(["Samples", f"{st.samples:,}"])
     if rule.confidence and st.samples and st.value is not None:
         fields.append([f"Judged ({rule.confidence:.0%} bound)", format_value(rule.unit, rule.judged_value(st.value, st.samples))])
-    if reason == RESOLVED_MSG:
+    if st.no_data_since is not None and reason != RESOLVED_MSG:
+        fields.append(["No data since", iso(st.no_data_since)])
+    if reason == RESOLVED_MSG and st.flap_announced_at is not None:
+        headline = f"Resolved: {title} — stopped flapping"
+        fields += [["Flapping since", iso(st.flap_announced_at)]]
+        kind = RESOLVED
+    elif reason == RESOLVED_MSG:
         fired_for = (st.resolved_at - st.fired_at) if st.resolved_at and st.fired_at else None
         headline = f"Resolved: {title} — fired for {human_duration(fired_for)}"
         fields += [["Fired at", iso(st.fired_at)], ["Fired for", human_duration(fired_for)]]
         kind = RESOLVED
+    elif reason == FLAPPING:
+        headline = (f"{title} is flapping: {len(st.flips)} changes between firing and clear in the last hour "
+                    f"(now {value}, threshold {rule.threshold_text()})")
+        fields += [["Changes (1h)", str(len(st.flips))], ["First change", iso(st.flips[0] if st.flips else None)]]
+        details = [f"Messages about it are held until it settles; then one message says whether it is firing "
+                   f"or clear. Changes at: {', '.join(f'{f:%H:%M}' for f in st.flips)} UTC.", *details]
+        kind = FIRING
     else:
         headline = f"{title}: {value} (threshold {rule.threshold_text()})"
         if reason == REPEAT:
@@ -64,7 +77,7 @@ def alert_message(rule: Rule, subject: str, st: AlertState, reason: str, details
         "headline": headline,
         "fields": fields,
         "details": details if reason != RESOLVED_MSG else [],
-        "runbook": rule.runbook.model_dump() if reason in (FIRST, REPEAT) else None,
+        "runbook": rule.runbook.model_dump() if reason in (FIRST, REPEAT, FLAPPING) else None,
         "link": dashboard_link(settings, rule.id, subject or None),
         "at": iso(now),
     }

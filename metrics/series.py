@@ -238,7 +238,8 @@ def amount_histogram_pipeline(window: Window, schema: Schema, currency: str, edg
     return [
         *valid_stages("payments", schema, {p["createdAt"]: window.range()}),
         {"$match": {p["status"]: {"$in": list(statuses)},
-                    "$expr": {"$eq": [_currency(schema), currency.lower()]}}},
+                    # The currency comes from the data: a literal, never an expression.
+                    "$expr": {"$eq": [_currency(schema), {"$literal": currency.lower()}]}}},
         {"$bucket": {"groupBy": _minor_units(schema), "boundaries": edges, "default": "above",
                      "output": {"count": {"$sum": 1}}}},
     ]

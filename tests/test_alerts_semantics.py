@@ -1,0 +1,77 @@
+"""What the default rules say under missing data, flapping and a failing dependency, end to end:
+the real worker, the real database and the fake Slack, with the rules exactly as shipped."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from alerts import store
+from alerts.rules import default_rules, find_rule
+from alerts.state import FIRING
+from fakes.fixtures import slack, worker_for  # noqa: F401 - fixtures
+from fakes.platform import payment
+from metrics.settings import load_settings
+
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def at(minutes: float) -> datetime:
+    return NOW + timedelta(minutes=minutes)
+
+
+def default(rule_id: str):
+    return find_rule(default_rules(load_settings()), rule_id)
+
+
+def state_of(worker, rule_id: str, subject: str = "") -> dict:
+    return worker.state[store.STATE].find_one({"_id": store.state_id(rule_id, subject)})
+
+
+def decline_spike(platform_db, when: datetime) -> list:
+    docs = [payment(when, "failed") for _ in range(40)] + [payment(when, "completed") for _ in range(10)]
+    return platform_db.payments.insert_many(docs).inserted_ids
+
+
+def fire_success_rate(worker, slack, platform_db) -> list:
+    ids = decline_spike(platform_db, at(-1))
+    worker.cycle(at(0))
+    worker.cycle(at(5))
+    (posted,) = slack.wait_for(1)
+    assert "Payment success rate below 95%" in posted.text and "Resolved" not in posted.text
+    assert state_of(worker, "payment_success_rate")["state"] == FIRING
+    return ids
+
+
+def test_a_checkout_outage_after_a_decline_spike_does_not_announce_resolved(worker_for, slack, platform_db):
+    worker = worker_for([default("payment_success_rate")])
+    ids = fire_success_rate(worker, slack, platform_db)
+    platform_db.payments.delete_many({"_id": {"$in": ids}})  # no payment at all: a checkout outage
+    for minute in range(6, 70, 2):
+        worker.cycle(at(minute))
+    doc = state_of(worker, "payment_success_rate")
+    assert doc["state"] == FIRING
+    assert doc["no_data_since"] is not None
+    assert [p.text for p in slack.delivered() if "Resolved" in p.text] == []
+
+
+def test_a_trickle_of_declines_below_the_minimum_samples_keeps_the_alert_firing(worker_for, slack, platform_db):
+    worker = worker_for([default("payment_success_rate")])
+    ids = fire_success_rate(worker, slack, platform_db)
+    platform_db.payments.delete_many({"_id": {"$in": ids}})
+    for minute in range(10, 130, 10):  # one declined payment every 10 minutes: at most 6 in the window
+        platform_db.payments.insert_one(payment(at(minute) - timedelta(seconds=5), "failed"))
+        worker.cycle(at(minute))
+    assert state_of(worker, "payment_success_rate")["state"] == FIRING
+    assert [p.text for p in slack.delivered() if "Resolved" in p.text] == []
+
+
+def test_the_alert_resolves_on_a_real_observation_on_the_good_side(worker_for, slack, platform_db):
+    worker = worker_for([default("payment_success_rate")])
+    ids = fire_success_rate(worker, slack, platform_db)
+    platform_db.payments.delete_many({"_id": {"$in": ids}})
+    worker.cycle(at(20))  # no data: still firing
+    platform_db.payments.insert_many([payment(at(25), "completed") for _ in range(60)])
+    worker.cycle(at(26))
+    resolved = slack.wait_for(2)[1]
+    assert "Resolved" in resolved.text and "100" in resolved.text
+    assert state_of(worker, "payment_success_rate")["no_data_since"] is None
