@@ -9,7 +9,7 @@ from alerts import store
 from alerts.rules import default_rules, find_rule
 from alerts.state import FIRING
 from fakes.fixtures import slack, worker_for  # noqa: F401 - fixtures
-from fakes.platform import payment
+from fakes.platform import payment, webhook_event
 from metrics.settings import load_settings
 
 NOW = datetime.now(timezone.utc).replace(microsecond=0)
@@ -75,3 +75,57 @@ def test_the_alert_resolves_on_a_real_observation_on_the_good_side(worker_for, s
     resolved = slack.wait_for(2)[1]
     assert "Resolved" in resolved.text and "100" in resolved.text
     assert state_of(worker, "payment_success_rate")["no_data_since"] is None
+
+
+def webhooks_and_stuck(worker_for):
+    return worker_for([default("webhooks_missing"), default("stuck_payments")])
+
+
+def messages_about(slack, words: str) -> list[str]:
+    return [p.text for p in slack.delivered() if words in p.text]
+
+
+def test_stuck_payments_hold_their_firing_message_while_webhooks_are_missing(worker_for, slack, platform_db):
+    worker = webhooks_and_stuck(worker_for)
+    platform_db.payments.insert_one(payment(at(-45), "processing"))  # stuck: no webhook completed it
+    worker.cycle(at(0))
+    slack.wait_for(1)
+    assert state_of(worker, "stuck_payments")["state"] == FIRING
+    worker.cycle(at(1))
+    assert len(messages_about(slack, "No webhook received")) == 1
+    assert messages_about(slack, "Payments stuck") == []  # held: the cause is announced, not its symptom
+    platform_db.webhook_events.insert_one(webhook_event(at(2)))  # webhooks arrive again
+    for minute in (2, 8, 13):
+        worker.cycle(at(minute))
+    slack.wait_for(3)
+    assert len(messages_about(slack, "Resolved: No webhook received")) == 1
+    assert len([t for t in messages_about(slack, "Payments stuck") if "Resolved" not in t]) == 1
+
+
+def test_a_resolve_is_never_held_back_by_an_inhibiting_rule(worker_for, slack, platform_db):
+    worker = webhooks_and_stuck(worker_for)
+    platform_db.webhook_events.insert_one(webhook_event(at(-1)))
+    stuck = platform_db.payments.insert_one(payment(at(-45), "processing")).inserted_id
+    worker.cycle(at(0))
+    (posted,) = slack.wait_for(1)
+    assert "Payments stuck" in posted.text
+    platform_db.webhook_events.delete_many({})  # webhooks stop: webhooks_missing fires
+    platform_db.payments.delete_one({"_id": stuck})  # and the stuck payment was completed by hand
+    worker.cycle(at(20))
+    slack.wait_for(3)
+    assert state_of(worker, "webhooks_missing")["state"] == FIRING
+    assert len(messages_about(slack, "Resolved: Payments stuck")) == 1
+
+
+def test_a_stuck_payment_count_flipping_every_minute_posts_at_most_two_messages_in_ten_minutes(
+        worker_for, slack, platform_db):
+    worker = worker_for([default("stuck_payments")])
+    doc = payment(at(-45), "processing")
+    for minute in range(11):
+        if minute % 2 == 0:
+            platform_db.payments.insert_one(dict(doc))
+        else:
+            platform_db.payments.delete_many({"paymentId": doc["paymentId"]})
+        worker.cycle(at(minute))
+    slack.wait_for(1)
+    assert len(slack.delivered()) <= 2
