@@ -134,23 +134,23 @@ def render_tiles(view: View, data: dict, silences: list[dict]) -> None:
 
 
 def render_heartbeat(view: View, beat: dict | None, now: datetime) -> None:
-    if not beat:
+    worker = common.worker_status(view.settings, beat, now)
+    if worker.at is None:
         st.info("No heartbeat from the alert worker yet: it is not running, or has not started "
                 "(python -m alerts run; make run starts it).", icon=":material/heart_broken:")
         return
-    at = utc(beat["at"])
-    limit = beat.get("late_after_s") or 3 * view.settings.eval_interval
-    age = (now - at).total_seconds()
+    at, age = worker.at, worker.age_s
     where = f"{md(beat.get('host') or '?')} pid {md(beat.get('pid') or '?')}"
-    if age > limit:
-        st.warning(f"The alert worker is late: its last heartbeat is {fmt.duration(age * 1000)} old "
-                   f"({view.when(at)}, {where}), more than {limit:g} s. Alerts may not be evaluated.",
+    if worker.late:
+        st.warning(f"The alert worker is late: its last heartbeat is {worker.age_text} old "
+                   f"({view.when(at)}, {where}), older than {worker.limit_text}. Alerts may not be evaluated.",
                    icon=":material/heart_broken:")
     else:
         cycle = beat.get("cycle_ms")
         st.success(f"The alert worker is running: last cycle {fmt.duration(age * 1000)} ago ({view.when(at)}, "
                    f"{where}){f', took {fmt.duration(cycle)}' if cycle is not None else ''}; "
-                   f"channels: {md(', '.join(beat.get('channels') or []) or '–')}.", icon=":material/favorite:")
+                   f"channels: {md(', '.join(str(c) for c in beat.get('channels') or []) or '–')}.",
+                   icon=":material/favorite:")
     if beat.get("source_error"):
         st.error(f"In its last cycle the worker could not read the platform: {md(beat['source_error'])}",
                  icon=":material/cloud_off:")
