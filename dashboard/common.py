@@ -102,9 +102,11 @@ def access(cfg: Settings) -> Access:
     user = st.user
     if not user.get("is_logged_in"):
         return Access(False, _login_screen)
-    email = user.get("email")
-    verified = user.get("email_verified")
-    if verified is False or not is_allowed(email, cfg.auth_allowed_emails, cfg.auth_allowed_domains):
+    # Only a provider that vouches for the address may be matched against the allow-list: an
+    # omitted claim is not a yes (OpenID Connect Core 1.0, section 5.1: email_verified is a boolean).
+    if user.get("email_verified") is not True:
+        return Access(False, _unverified_screen)
+    if not is_allowed(user.get("email"), cfg.auth_allowed_emails, cfg.auth_allowed_domains):
         return Access(False, _refused_screen)
     return Access(True)
 
@@ -120,6 +122,14 @@ def _refused_screen() -> None:
     st.error("Your account is not on this dashboard's allow-list. Ask an administrator to add your "
              "email or domain (PAYWATCH_AUTH_ALLOWED_EMAILS / PAYWATCH_AUTH_ALLOWED_DOMAINS).",
              icon=":material/block:")
+    st.button("Log out", on_click=st.logout, icon=":material/logout:")
+
+
+def _unverified_screen() -> None:
+    st.title("Paywatch")
+    st.error("Your identity provider has not verified your email address (email_verified is not true), "
+             "so it cannot be checked against this dashboard's allow-list. Verify it with the provider, "
+             "or ask an administrator.", icon=":material/block:")
     st.button("Log out", on_click=st.logout, icon=":material/logout:")
 
 

@@ -188,7 +188,7 @@ def test_a_silence_by_a_logged_in_user_records_their_email(env, capsys):
     env.setenv("PAYWATCH_AUTH_ALLOWED_DOMAINS", "example.com")
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
     at.secrets = AUTH
-    at.user = {"is_logged_in": True, "email": "ops@example.com"}
+    at.user = {"is_logged_in": True, "email": "ops@example.com", "email_verified": True}
     at.query_params["at"] = iso(AT)
     at.run()
     at.switch_page("views/alerts.py").run()
