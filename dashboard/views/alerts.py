@@ -226,8 +226,10 @@ def timeline(transitions: list[dict], view: View) -> go.Figure:
     fig = go.Figure()
     open_at: dict[str, datetime] = {}
     episodes: list[tuple[str, datetime, datetime]] = []
+    # A row names a subject, which is platform data: escaped, so link markup in it is text (charts.label).
+    row_of = lambda h: charts.label(scope(h["rule_id"], h.get("subject")))  # noqa: E731
     for h in transitions:  # oldest first
-        row = scope(h["rule_id"], h.get("subject"))
+        row = row_of(h)
         when = utc(h["at"])
         if h.get("to") == FIRING:
             open_at[row] = when
@@ -242,11 +244,12 @@ def timeline(transitions: list[dict], view: View) -> go.Figure:
         points = [h for h in transitions if h.get("to") == state]
         if points:
             fig.add_scatter(x=[local(utc(h["at"])) for h in points],
-                            y=[scope(h["rule_id"], h.get("subject")) for h in points],
+                            y=[row_of(h) for h in points],
                             mode="markers", name=state, marker={"color": STATE_COLOUR.get(state, charts.MUTED), "size": 9},
-                            customdata=[[h.get("value_text") or "–", h.get("from")] for h in points],
+                            customdata=[[charts.label(h.get("value_text") or "–"), charts.label(h.get("from"))]
+                                        for h in points],
                             hovertemplate="%{y}: %{customdata[1]} → " + state + " (value %{customdata[0]})<extra></extra>")
-    rows = {scope(h["rule_id"], h.get("subject")) for h in transitions}
+    rows = {row_of(h) for h in transitions}
     # From a little before the first change (not the whole range): a 10-minute episode stays visible.
     first = max(view.window.start, utc(transitions[0]["at"]) - (view.window.end - utc(transitions[0]["at"])) * 0.1)
     fig.update_layout(title={"text": "Alert transitions (bars: firing)", "x": 0, "xanchor": "left", "font": {"size": 15}},
