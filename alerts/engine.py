@@ -168,6 +168,7 @@ def _meta(ev: Evaluation) -> dict:
         "metric": rule.metric, "threshold": rule.threshold, "comparison": rule.comparison,
         "threshold_text": rule.threshold_text(),
         "value_text": "unknown" if ev.unknown else format_value(rule.unit, ev.new.value),
+        "inhibited_by": ev.inhibited_by,  # the page says what holds a firing alert's message
     }
 
 

@@ -169,7 +169,7 @@ def render_firing(view: View, states: list[dict]) -> None:
     st.dataframe([{"Rule": d.get("rule_id"), "Subject": _scope(d), "Severity": d.get("severity"),
                    "Title": d.get("title"), "Value": d.get("value_text"), "Threshold": d.get("threshold_text"),
                    "Since": view.when(d.get("fired_at") or d.get("since")),
-                   "Data": "unknown" if d.get("unknown") else "current"} for d in firing],
+                   "Data": ", ".join(_marks(view, d, "current"))} for d in firing],
                  hide_index=True, width="stretch", key="firing")
 
 
@@ -195,11 +195,33 @@ def render_rules(view: View, rules: list[Rule], states: list[dict]) -> None:
                  height=35 * (len(rows) + 1) + 3)  # every rule visible, no scrolling inside the table
 
 
+def _marks(view: View, doc: dict, known: str | None) -> list[str]:
+    """What qualifies a state: its data (unknown, no data since …), flapping, held by inhibition.
+
+    "No data since" matters where it keeps an alert open (firing, pending); an inactive rule on a
+    quiet hour just shows its value and samples."""
+    marks = []
+    open_ = doc.get("state") in (FIRING, PENDING)
+    if doc.get("unknown"):
+        marks.append("unknown" + (f", no data since {view.when(doc['no_data_since'])}"
+                                  if open_ and isinstance(doc.get("no_data_since"), datetime) else ""))
+    elif open_ and isinstance(doc.get("no_data_since"), datetime):
+        marks.append(f"no data since {view.when(doc['no_data_since'])}")
+    elif known:
+        marks.append(known)
+    if doc.get("flapping"):
+        marks.append("flapping")
+    if doc.get("inhibited_by") and doc.get("state") == FIRING:
+        marks.append(f"held while {doc['inhibited_by']} fires")
+    return marks
+
+
 def _rule_row(view: View, rule_id: str, title, severity, doc: dict | None, threshold, enabled: bool) -> dict:
     doc = doc or {}
     state = doc.get("state") or ("disabled" if not enabled else "not evaluated")
-    if doc.get("unknown"):
-        state += " (unknown)"
+    marks = _marks(view, doc, None)
+    if marks:
+        state += f" ({'; '.join(marks)})"
     samples = doc.get("samples")
     return {"Rule": rule_id, "Subject": _scope(doc), "Title": title, "Severity": severity,
             "Value": doc.get("value_text") or "–", "Threshold": doc.get("threshold_text") or threshold,
