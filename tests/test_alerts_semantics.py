@@ -129,3 +129,27 @@ def test_a_stuck_payment_count_flipping_every_minute_posts_at_most_two_messages_
         worker.cycle(at(minute))
     slack.wait_for(1)
     assert len(slack.delivered()) <= 2
+
+
+def test_a_rule_flipping_every_five_minutes_is_announced_flapping_once_then_settles(worker_for, slack, platform_db):
+    from fakes.fixtures import make_rule
+    worker = worker_for([make_rule(window=120, keep_firing_for=0)])  # no damping: only flap detection
+    doc = payment(at(-1), "failed")
+    ids = []
+    for minute in range(0, 60, 5):
+        if (minute // 5) % 2 == 0:
+            ids = platform_db.payments.insert_many(
+                [dict(doc, paymentId=f"pi_{minute}_{i}", createdAt=at(minute) - timedelta(seconds=10))
+                 for i in range(3)]).inserted_ids
+        else:
+            platform_db.payments.delete_many({"_id": {"$in": ids}})
+        worker.cycle(at(minute))
+    platform_db.payments.delete_many({})
+    for minute in range(60, 130, 5):  # quiet for over an hour: it settles clear
+        worker.cycle(at(minute))
+    texts = [p.text for p in slack.wait_for(6)]
+    flapping = [t for t in texts if "is flapping" in t]
+    assert len(flapping) == 1 and "changes between firing and clear in the last hour" in flapping[0]
+    assert len(texts) == 6  # first, resolved, first, resolved, flapping, and one closing resolve
+    assert "Resolved" in texts[-1] and "stopped flapping" in texts[-1]
+    assert not state_of(worker, "too_many_failures")["flapping"]
