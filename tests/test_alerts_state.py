@@ -398,3 +398,11 @@ def test_a_value_flipping_every_minute_posts_at_most_two_messages_in_ten_minutes
                 sent.append(decision.reason)
                 st = after_notify(st, decision.reason, now)
         assert len(sent) <= 2, (r.id, sent)
+
+
+def test_every_rule_field_is_documented():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parent.parent / "docs" / "alerts.md").read_text()
+    names = [field.alias or name for name, field in Rule.model_fields.items()]
+    missing = [name for name in names if f"`{name}`" not in text]
+    assert not missing, f"rule fields missing from docs/alerts.md: {missing}"
