@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import operator
+import string
 from datetime import timedelta
 from statistics import NormalDist
 from typing import Any, Literal
@@ -107,7 +108,6 @@ class Rule(BaseModel):
     @field_validator("title")
     @classmethod
     def _known_figures(cls, value: str) -> str:
-        import string
         try:
             names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
         except ValueError:
@@ -480,6 +480,11 @@ def load_rules(settings: Settings, config: AlertsConfig) -> list[Rule]:
         if "runbook" in table and isinstance(table["runbook"], dict) and "runbook" in base:
             table = {**table, "runbook": {**base["runbook"], **table["runbook"]}}
         rules[rule_id] = _build({**base, **table, "id": rule_id}, where)
+    for rule in rules.values():
+        unknown = [r for r in rule.inhibited_by or () if r not in rules]
+        if unknown:
+            raise SettingsError(f"configuration error: [alerts.rules.{rule.id}].inhibited_by: unknown rule "
+                                f"{unknown[0]!r}; known: {', '.join(sorted(rules))}")
     return sorted(rules.values(), key=lambda r: (r.metric == "data_source_unavailable", SEVERITY_ORDER[r.severity], r.id))
 
 

@@ -324,6 +324,8 @@ def test_paywatch_toml_changes_a_default_rule_and_adds_one():
     ({"repeat_interval": "often"}, "[alerts].repeat_interval"),
     ({"outbox_max_attempts": 0}, "outbox_max_attempts"),
     ({"colour": "red"}, "[alerts].colour: unknown setting"),
+    ({"rules": {"stuck_payments": {"inhibited_by": ["webhook_missing"]}}}, "unknown rule 'webhook_missing'"),
+    ({"rules": {"failed_payments": {"no_data": "ignore"}}}, "[alerts.rules.failed_payments].no_data"),
 ])
 def test_a_bad_alerts_table_stops_with_one_line(alerts, fragment):
     settings = load_settings(alerts=alerts)
@@ -406,3 +408,12 @@ def test_every_rule_field_is_documented():
     names = [field.alias or name for name, field in Rule.model_fields.items()]
     missing = [name for name in names if f"`{name}`" not in text]
     assert not missing, f"rule fields missing from docs/alerts.md: {missing}"
+
+
+def test_inhibited_by_replaces_the_metrics_list_and_an_empty_one_turns_inhibition_off():
+    settings = load_settings(alerts={"rules": {"stuck_payments": {"inhibited_by": []},
+                                               "failed_payments": {"inhibited_by": ["webhooks_missing"]}}})
+    rules = {r.id: r for r in load_rules(settings, load_config(settings))}
+    assert rules["stuck_payments"].inhibitors == ()
+    assert rules["failed_payments"].inhibitors == ("webhooks_missing",)
+    assert rules["webhook_failure_rate"].inhibitors == ("data_source_unavailable", "webhooks_missing")
