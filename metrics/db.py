@@ -8,7 +8,8 @@ on the same cluster unless ``PAYWATCH_STATE_URI`` names another.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from pymongo import MongoClient
 from pymongo.database import Database
@@ -70,6 +71,12 @@ class Source:
     db: Database
     schema: Schema
     max_time_ms: int
+    # metrics.rollups.store.Rollups: the figures of payments/webhooks/enrollments/series come from
+    # pre-aggregated buckets (docs/metrics.md, "Rollups"); None reads the raw documents.
+    rollups: Any = None
+
+    def without_rollups(self) -> "Source":
+        return replace(self, rollups=None) if self.rollups is not None else self
 
     def coll(self, key: str):
         return self.db[getattr(self.schema, key).name]
@@ -162,13 +169,23 @@ def _describe(exc: PyMongoError) -> str:
     return f"{type(exc).__name__}: {text[:300]}"
 
 
+def read_preference(name: str):
+    from pymongo.read_preferences import read_pref_mode_from_name, make_read_preference
+    return make_read_preference(read_pref_mode_from_name(name), None)
+
+
+describe_error = _describe  # the public name, for the other metrics modules
+
+
 def source(settings: Settings) -> Source:
     """The platform's database, read-only by convention of this code."""
     try:
         uri = platform_uri(settings)
     except DataSourceUnavailable:
         raise
-    db = client_for(uri, settings)[settings.source_db_name]
+    # The platform's reads may go to a secondary (docs/deploy.md); Paywatch's own state always uses the primary.
+    db = client_for(uri, settings).get_database(settings.source_db_name,
+                                                read_preference=read_preference(settings.read_preference))
     return Source(db=db, schema=settings.schema, max_time_ms=settings.query_timeout_ms)
 
 

@@ -9,10 +9,12 @@ from metrics.quality import count_valid, valid_filter, valid_stages
 from metrics.schema import CONVERTED_PAYMENT_STATUSES, Schema
 from metrics.stats import duration_stats_stage, ratio, read_duration_stats
 from metrics.windows import Window
+from metrics.rollups import rolled_up
 
 DUPLICATE_STATUSES = ("active", "pending")
 
 
+@rolled_up
 def created_count(src: Source, window: Window) -> int:
     """Enrollments created in W (``new_today`` with the ``today`` window)."""
     return count_valid(src, "enrollments", {src.schema.enrollments["createdAt"]: window.range()})
@@ -51,11 +53,13 @@ def latency_pipeline(window: Window, schema: Schema) -> list[dict]:
     ]
 
 
+@rolled_up
 def refunded_count(src: Source, window: Window) -> int:
     """Enrollments whose ``refundedAt`` falls in W, whatever their ``createdAt``."""
     return count_valid(src, "enrollments", {src.schema.enrollments["refundedAt"]: window.range()})
 
 
+@rolled_up
 def window_summary(src: Source, window: Window) -> dict:
     """The spec's enrollment block for one window (``enrollments.24h`` in the snapshot)."""
     conv = src.aggregate("enrollments", conversion_pipeline(window, src.schema))
@@ -93,11 +97,13 @@ def duplicates_pipeline(at: datetime, schema: Schema, limit: int | None = None) 
     return pipeline
 
 
+@rolled_up
 def duplicate_count(src: Source, at: datetime) -> int:
     rows = src.aggregate("enrollments", duplicates_pipeline(at, src.schema) + [{"$count": "pairs"}])
     return rows[0]["pairs"] if rows else 0
 
 
+@rolled_up
 def duplicate_pairs(src: Source, at: datetime, limit: int = 50) -> list[dict]:
     rows = src.aggregate("enrollments", duplicates_pipeline(at, src.schema, limit))
     return [{**row["_id"], "count": row["count"], "enrollment_ids": [str(i) for i in row["ids"]]} for row in rows]

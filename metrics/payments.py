@@ -14,6 +14,7 @@ from metrics.quality import count_valid, valid_stages
 from metrics.schema import SUCCEEDED_STATUSES, STUCK_STATUSES, Schema
 from metrics.stats import duration_stats_stage, ratio, read_duration_stats
 from metrics.windows import Window
+from metrics.rollups import rolled_up
 
 
 def _currency(schema: Schema) -> dict:
@@ -49,6 +50,7 @@ def window_summary_pipeline(window: Window, schema: Schema) -> list[dict]:
     ]
 
 
+@rolled_up
 def window_summary(src: Source, window: Window, currencies: tuple[str, ...] = ()) -> dict:
     """The spec's payment block for one window (``payments.24h`` in the snapshot).
 
@@ -86,6 +88,7 @@ def window_summary(src: Source, window: Window, currencies: tuple[str, ...] = ()
     }
 
 
+@rolled_up
 def refund_count(src: Source, window: Window) -> int:
     """Payments whose ``refundedAt`` falls in W, whatever their ``createdAt``."""
     return count_valid(src, "payments", {src.schema.payments["refundedAt"]: window.range()})
@@ -110,6 +113,7 @@ def revenue_periods_pipeline(periods: dict[str, Window], schema: Schema) -> list
     ]
 
 
+@rolled_up
 def revenue_by_period(src: Source, periods: dict[str, Window], currencies: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
     """``{"today": {"usd": 123}, "week": {...}, ...}``; ``currencies`` always present, others when taken."""
     rows = src.aggregate("payments", revenue_periods_pipeline(periods, src.schema))

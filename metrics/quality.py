@@ -11,6 +11,7 @@ from bson import Int64
 
 from metrics.db import Source
 from metrics.schema import ENROLLMENT_STATUSES, PAYMENT_STATUSES, WEBHOOK_STATUSES, WINDOW_FIELD, Schema
+from metrics.rollups import rolled_up
 
 NUMBER_TYPES = ["int", "long", "double", "decimal"]
 STATUSES = {"payments": PAYMENT_STATUSES, "enrollments": ENROLLMENT_STATUSES, "webhook_events": WEBHOOK_STATUSES}
@@ -76,5 +77,6 @@ def invalid_count(src: Source, key: str) -> int:
     return src.count(key, {"$nor": [valid_filter(key, src.schema)]})
 
 
+@rolled_up
 def data_quality(src: Source) -> dict:
     return {key: {"invalid": invalid_count(src, key)} for key in COLLECTIONS}

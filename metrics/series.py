@@ -24,6 +24,7 @@ from metrics.quality import valid_filter, valid_stages
 from metrics.schema import CONVERTED_PAYMENT_STATUSES, SUCCEEDED_STATUSES, Schema
 from metrics.stats import PERCENTILE, duration_ms, ratio
 from metrics.windows import UTC, Window, utc
+from metrics.rollups import rolled_up
 
 UNITS = ("hour", "day", "week", "month")
 
@@ -150,6 +151,7 @@ def payment_series_pipeline(window: Window, schema: Schema, tz: ZoneInfo | str, 
     ]
 
 
+@rolled_up
 def payment_series(src: Source, window: Window, tz: ZoneInfo | str, unit: str | None = None,
                    currencies: tuple[str, ...] = ()) -> list[dict]:
     """Per bucket: succeeded, failed, success rate, revenue and average value per currency.
@@ -200,6 +202,7 @@ def failures_by_pipeline(window: Window, schema: Schema, field: str, limit: int)
     ]
 
 
+@rolled_up
 def failures_by(src: Source, window: Window, field: str = "failureCode", limit: int = 10) -> list[dict]:
     """Failed payments created in W grouped by a payment field, most first.
 
@@ -226,6 +229,7 @@ def refund_series_pipeline(window: Window, schema: Schema, tz: ZoneInfo | str, u
     ]
 
 
+@rolled_up
 def refund_series(src: Source, window: Window, tz: ZoneInfo | str, unit: str | None = None) -> list[dict]:
     """``[{"bucket", "refunds": n, "amount": {cur: minor}}]``: the spec's ``refunds`` per bucket."""
     unit = unit or bucket_unit(window)
@@ -256,6 +260,7 @@ def amount_histogram_pipeline(window: Window, schema: Schema, currency: str, edg
     ]
 
 
+@rolled_up
 def amount_histogram(src: Source, window: Window, currency: str,
                      statuses: tuple[str, ...] = SUCCEEDED_STATUSES,
                      edges: list[int] | None = None) -> list[dict]:
@@ -312,6 +317,7 @@ def webhook_series_pipeline(window: Window, schema: Schema, tz: ZoneInfo | str, 
     ]
 
 
+@rolled_up
 def webhook_series(src: Source, window: Window, tz: ZoneInfo | str, unit: str | None = None) -> list[dict]:
     """Per bucket of ``receivedAt``: received, processed, failed, failure rate,
     processing time and delivery lag (avg / p95 in ms), as the spec defines them."""
@@ -342,6 +348,7 @@ def webhook_types_pipeline(window: Window, schema: Schema, limit: int) -> list[d
     ]
 
 
+@rolled_up
 def webhook_types(src: Source, window: Window, limit: int = 20) -> list[dict]:
     """Events received in W by Stripe event type: ``[{"type", "received", "failed"}]``, most first."""
     rows = src.aggregate("webhook_events", webhook_types_pipeline(window, src.schema, limit))
@@ -367,6 +374,7 @@ def enrollment_series_pipeline(window: Window, schema: Schema, tz: ZoneInfo | st
     ]
 
 
+@rolled_up
 def enrollment_series(src: Source, window: Window, tz: ZoneInfo | str, unit: str | None = None) -> list[dict]:
     """``[{"bucket", "created", "converted", "conversion_rate", "refunded"}]``."""
     unit = unit or bucket_unit(window)
@@ -403,6 +411,7 @@ def latency_series_pipeline(window: Window, schema: Schema, tz: ZoneInfo | str, 
     ]
 
 
+@rolled_up
 def latency_series(src: Source, window: Window, tz: ZoneInfo | str, unit: str | None = None) -> list[dict]:
     """``[{"bucket", "activated", "activation_ms": {"avg", "p95"}, "email_ms": {"avg", "p95"}}]``."""
     unit = unit or bucket_unit(window)
@@ -430,6 +439,7 @@ def enrollment_funnel_pipeline(window: Window, schema: Schema) -> list[dict]:
     ]
 
 
+@rolled_up
 def enrollment_funnel(src: Source, window: Window) -> dict:
     """Enrollments created in W and how far they got: created -> paid -> activated -> emailed.
 

@@ -12,7 +12,7 @@ import os
 import tomllib
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     # Timeouts: a down database must answer "unknown" quickly, not hang.
     server_selection_timeout_ms: int = Field(default=5000, ge=100, validation_alias=AliasChoices("PAYWATCH_SERVER_SELECTION_TIMEOUT_MS", "server_selection_timeout_ms"))
     query_timeout_ms: int = Field(default=30000, ge=100, validation_alias=AliasChoices("PAYWATCH_QUERY_TIMEOUT_MS", "query_timeout_ms"))
+
+    # Rollups (docs/metrics.md, "Rollups") and how the platform's database is read.
+    rollup_change_streams: bool = Field(default=True, validation_alias=AliasChoices("PAYWATCH_ROLLUP_CHANGE_STREAMS", "rollup_change_streams"))
+    rollup_trailing_minutes: float = Field(default=120, gt=0, le=7 * 24 * 60, validation_alias=AliasChoices("PAYWATCH_ROLLUP_TRAILING_MINUTES", "rollup_trailing_minutes"))
+    read_preference: Literal["primary", "primaryPreferred", "secondary", "secondaryPreferred", "nearest"] = Field(default="primary", validation_alias=AliasChoices("PAYWATCH_READ_PREFERENCE", "read_preference"))
 
     # Other processes of the product.
     dashboard_url: str = Field(default="http://localhost:8501", validation_alias=AliasChoices("PAYWATCH_DASHBOARD_URL", "dashboard_url"))

@@ -9,6 +9,7 @@ from metrics.quality import valid_stages
 from metrics.schema import Schema
 from metrics.stats import duration_stats_stage, ratio, read_duration_stats
 from metrics.windows import Window, utc
+from metrics.rollups import rolled_up
 
 # Where the newest events are looked for first.  SecantusDB reads every
 # document an index range covers before it sorts, so "everything before at"
@@ -40,6 +41,7 @@ def window_summary_pipeline(window: Window, schema: Schema) -> list[dict]:
     ]
 
 
+@rolled_up
 def window_summary(src: Source, window: Window) -> dict:
     """The spec's webhook block for one window (``webhooks.24h`` in the snapshot)."""
     rows = src.aggregate("webhook_events", window_summary_pipeline(window, src.schema))[0]

@@ -86,9 +86,29 @@ def platform_db(mongo_client, db_names):
     return mongo_client[db_names[0]]
 
 
+# The metric tests of these modules run twice: on the raw documents, and on the rollups (refreshed
+# before every figure), so every fixture of theirs checks that both give the same answer.
+ROLLUP_CHECKED_MODULES = ("test_metrics_payments", "test_metrics_enrollments", "test_metrics_webhooks",
+                          "test_metrics_quality", "test_series")
+
+
+def pytest_generate_tests(metafunc):
+    if "src" in metafunc.fixturenames and metafunc.module.__name__.rsplit(".", 1)[-1] in ROLLUP_CHECKED_MODULES:
+        metafunc.parametrize("src_mode", ["raw", "rollups"])
+
+
 @pytest.fixture
-def src(settings):
-    return dbmod.source(settings)
+def src_mode():
+    return "raw"
+
+
+@pytest.fixture
+def src(settings, src_mode):
+    source = dbmod.source(settings)
+    if src_mode == "rollups":
+        from metrics.rollups import attach
+        return attach(source, settings, refresh=False, auto_refresh=True)
+    return source
 
 
 @pytest.fixture

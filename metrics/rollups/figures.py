@@ -1,0 +1,328 @@
+"""The metric functions of ``payments``, ``webhooks``, ``enrollments``, ``quality`` and ``series``,
+answered from the rollups: the closed buckets inside a window, plus an indexed
+read of the raw documents in its two partial edges.
+
+Each function here has the name ``<module>_<function>`` of the one it stands
+in for and returns exactly what that one returns from the raw documents
+(``tests/test_rollups.py`` holds them to it).  The module functions dispatch
+here when their :class:`~metrics.db.Source` carries rollups
+(:func:`metrics.rollups.rolled_up`); a collection whose rollups are not built
+yet is answered from the raw documents.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable
+
+from metrics.rollups import buckets as bk
+from metrics.rollups.buckets import Bucket, Hist
+from metrics.rollups.store import SERIES, fold_partial
+from metrics.schema import SUCCEEDED_STATUSES
+from metrics.stats import ratio
+from metrics.windows import Window
+
+
+def over(src, series: str, ranges: list[tuple[datetime, datetime]]) -> list[Bucket]:
+    """One merged bucket per range: stored buckets read in one query, partial edges from the raw documents."""
+    rollups = src.rollups
+    plans = [bk.segments(a, b) for a, b in ranges]
+    keys = sorted({k for buckets, _ in plans for k in buckets}, key=lambda k: (k[0], k[1]))
+    stored = dict(zip(keys, [None] * len(keys)))
+    for key, bucket in rollups.read_keyed(series, keys).items():
+        stored[key] = bucket
+    raw = src.without_rollups()
+    out = []
+    for buckets, edges in plans:
+        merged = bk.merge_all(stored[k] for k in buckets if stored.get(k) is not None)
+        for a, b in edges:
+            merged.merge(fold_partial(raw, SERIES[series], a, b))
+        out.append(merged)
+    return out
+
+
+def one(src, series: str, window: Window) -> Bucket:
+    return over(src, series, [(window.start, window.end)])[0]
+
+
+def _number(value: float | None) -> float | int | None:
+    if value is None:
+        return None
+    return int(value) if float(value).is_integer() else round(float(value), 1)
+
+
+def duration_stats(h: Hist) -> dict:
+    """As ``metrics.stats.read_duration_stats``."""
+    if not h.count:
+        return {"avg": None, "p95": None}
+    return {"avg": _number(h.avg()), "p95": _number(h.quantile())}
+
+
+def chart_stats(h: Hist) -> dict:
+    """As ``metrics.series._stats``."""
+    if not h.count:
+        return {"avg": None, "p95": None}
+    return {"avg": round(float(h.avg()), 1), "p95": round(float(h.quantile()), 1)}
+
+
+def _counter(b: Bucket, name: str):
+    return b.counters.get(name) or {}
+
+
+def _sums(b: Bucket, name: str):
+    return b.sums.get(name) or {}
+
+
+def _hist(b: Bucket, name: str) -> Hist:
+    return b.hists.get(name) or Hist()
+
+
+# -- payments ------------------------------------------------------------------
+
+def _outcomes(b: Bucket) -> tuple[int, int, dict[str, int], dict[str, int], dict[str, int]]:
+    """succeeded, failed, revenue per currency, succeeded count per currency, count per status."""
+    succeeded = failed = 0
+    revenue: dict[str, int] = {}
+    succeeded_by: dict[str, int] = {}
+    by_status: dict[str, int] = {}
+    amounts = _sums(b, "status")
+    for (status, currency), n in _counter(b, "status").items():
+        by_status[status] = by_status.get(status, 0) + n
+        if status in SUCCEEDED_STATUSES:
+            succeeded += n
+            revenue[currency] = revenue.get(currency, 0) + amounts.get((status, currency), 0)
+            succeeded_by[currency] = succeeded_by.get(currency, 0) + n
+        elif status == "failed":
+            failed += n
+    return succeeded, failed, revenue, succeeded_by, by_status
+
+
+def payments_window_summary(src, window: Window, currencies: tuple[str, ...] = ()) -> dict:
+    b = one(src, "payments", window)
+    succeeded, failed, taken, succeeded_by, by_status = _outcomes(b)
+    revenue = dict.fromkeys(currencies, 0)
+    for cur, amount in taken.items():
+        revenue[cur] = revenue.get(cur, 0) + amount
+    refunds = payments_refund_count(src, window)
+    return {
+        "succeeded": succeeded,
+        "failed": failed,
+        "success_rate": ratio(succeeded, succeeded + failed),
+        "revenue": dict(sorted(revenue.items())),
+        "avg_transaction_value": {
+            cur: round(revenue[cur] / succeeded_by[cur], 2) if succeeded_by.get(cur) else 0 for cur in sorted(revenue)
+        },
+        "refunds": refunds,
+        "refund_rate": ratio(refunds, succeeded),
+        "processing_ms": duration_stats(_hist(b, "processing")),
+        "by_status": dict(sorted(by_status.items())),
+    }
+
+
+def payments_refund_count(src, window: Window) -> int:
+    return sum(_counter(one(src, "refunds", window), "refunds").values())
+
+
+def payments_revenue_by_period(src, periods: dict[str, Window], currencies: tuple[str, ...] = ()) -> dict:
+    names = list(periods)
+    found = over(src, "payments", [(periods[n].start, periods[n].end) for n in names])
+    out = {}
+    for name, b in zip(names, found):
+        taken = _outcomes(b)[2]
+        row = dict.fromkeys(currencies, 0)
+        for cur in sorted(taken):
+            if taken[cur]:
+                row[cur] = taken[cur]
+        out[name] = row
+    return out
+
+
+# -- webhooks ------------------------------------------------------------------
+
+def webhooks_window_summary(src, window: Window) -> dict:
+    b = one(src, "webhooks", window)
+    counts = {status: n for (status,), n in _counter(b, "status").items()}
+    processed, failed = counts.get("processed", 0), counts.get("failed", 0)
+    return {
+        "received": sum(counts.values()),
+        "processed": processed,
+        "failed": failed,
+        "failure_rate": ratio(failed, processed + failed),
+        "processing_ms": duration_stats(_hist(b, "processing")),
+        "delivery_lag_ms": duration_stats(_hist(b, "delivery_lag")),
+    }
+
+
+# -- enrollments ---------------------------------------------------------------
+
+def _funnel(b: Bucket) -> dict[str, int]:
+    c = _counter(b, "funnel")
+    return {stage: c.get((stage,), 0) for stage in ("created", "paid", "activated", "emailed")}
+
+
+def enrollments_created_count(src, window: Window) -> int:
+    return _funnel(one(src, "enrollments", window))["created"]
+
+
+def enrollments_refunded_count(src, window: Window) -> int:
+    return sum(_counter(one(src, "enrollment_refunds", window), "refunded").values())
+
+
+def enrollments_window_summary(src, window: Window) -> dict:
+    funnel = _funnel(one(src, "enrollments", window))
+    activations = one(src, "activations", window)
+    return {
+        "created": funnel["created"],
+        "converted": funnel["paid"],
+        "conversion_rate": ratio(funnel["paid"], funnel["created"]),
+        "refunded": enrollments_refunded_count(src, window),
+        "activation_ms": duration_stats(_hist(activations, "activation")),
+        "email_ms": duration_stats(_hist(activations, "email")),
+    }
+
+
+def enrollments_duplicate_count(src, at: datetime) -> int:
+    return len(src.rollups.duplicate_pairs(at))
+
+
+def enrollments_duplicate_pairs(src, at: datetime, limit: int | None = 50) -> list[dict]:
+    pairs = src.rollups.duplicate_pairs(at)
+    return pairs if limit is None else pairs[:limit]
+
+
+# -- data quality --------------------------------------------------------------
+
+def quality_data_quality(src) -> dict:
+    from metrics.quality import COLLECTIONS
+    return {key: {"invalid": src.rollups.invalid_count(key)} for key in COLLECTIONS}
+
+
+# -- series (charts) -------------------------------------------------------------
+
+def _chart(src, series: str, window: Window, tz, unit: str | None) -> tuple[str, list[tuple[datetime, Bucket]]]:
+    from metrics.series import bucket_starts, bucket_unit, zone
+    unit = unit or bucket_unit(window)
+    starts = bucket_starts(window, unit, zone(tz))
+    ends = starts[1:] + [window.end]
+    ranges = [(max(a, window.start), min(b, window.end)) for a, b in zip(starts, ends)]
+    return unit, list(zip(starts, over(src, series, ranges)))
+
+
+def series_payment_series(src, window: Window, tz, unit: str | None = None, currencies: tuple[str, ...] = ()) -> list[dict]:
+    _, rows = _chart(src, "payments", window, tz, unit)
+    parts = []
+    seen = set(currencies)
+    for start, b in rows:
+        succeeded, failed, revenue, succeeded_by, by_status = _outcomes(b)
+        if by_status:
+            seen |= set(revenue)
+        parts.append((start, succeeded, failed, revenue, succeeded_by))
+    seen_sorted = sorted(seen)
+    out = []
+    for start, succeeded, failed, revenue, succeeded_by in parts:
+        rev = {c: revenue.get(c, 0) for c in seen_sorted}
+        out.append({
+            "bucket": start, "succeeded": succeeded, "failed": failed, "revenue": rev,
+            "success_rate": ratio(succeeded, succeeded + failed),
+            "avg_transaction_value": {c: round(rev[c] / succeeded_by[c], 2) if succeeded_by.get(c) else None
+                                      for c in seen_sorted},
+        })
+    return out
+
+
+def series_refund_series(src, window: Window, tz, unit: str | None = None) -> list[dict]:
+    _, rows = _chart(src, "refunds", window, tz, unit)
+    out = []
+    for start, b in rows:
+        counts, amounts = _counter(b, "refunds"), _sums(b, "refunds")
+        out.append({"bucket": start, "refunds": sum(counts.values()),
+                    "amount": {cur: amounts.get((cur,), 0) for (cur,), n in sorted(counts.items()) if n}})
+    return out
+
+
+def series_webhook_series(src, window: Window, tz, unit: str | None = None) -> list[dict]:
+    _, rows = _chart(src, "webhooks", window, tz, unit)
+    out = []
+    for start, b in rows:
+        counts = {status: n for (status,), n in _counter(b, "status").items()}
+        processed, failed = counts.get("processed", 0), counts.get("failed", 0)
+        out.append({"bucket": start, "received": sum(counts.values()), "processed": processed, "failed": failed,
+                    "processing_ms": chart_stats(_hist(b, "processing")),
+                    "delivery_lag_ms": chart_stats(_hist(b, "delivery_lag")),
+                    "failure_rate": ratio(failed, processed + failed)})
+    return out
+
+
+def series_webhook_types(src, window: Window, limit: int = 20) -> list[dict]:
+    totals: dict = {}
+    for (kind, failed), n in _counter(one(src, "webhooks", window), "type").items():
+        row = totals.setdefault(kind, {"type": kind, "received": 0, "failed": 0})
+        row["received"] += n
+        row["failed"] += n if failed else 0
+    return sorted(totals.values(), key=lambda r: (-r["received"], _order(r["type"])))[:limit]
+
+
+def series_enrollment_series(src, window: Window, tz, unit: str | None = None) -> list[dict]:
+    _, created = _chart(src, "enrollments", window, tz, unit)
+    _, refunded = _chart(src, "enrollment_refunds", window, tz, unit)
+    out = []
+    for (start, b), (_, r) in zip(created, refunded):
+        funnel = _funnel(b)
+        out.append({"bucket": start, "created": funnel["created"], "converted": funnel["paid"],
+                    "refunded": sum(_counter(r, "refunded").values()),
+                    "conversion_rate": ratio(funnel["paid"], funnel["created"])})
+    return out
+
+
+def series_latency_series(src, window: Window, tz, unit: str | None = None) -> list[dict]:
+    _, rows = _chart(src, "activations", window, tz, unit)
+    return [{"bucket": start, "activated": sum(_counter(b, "activated").values()),
+             "activation_ms": chart_stats(_hist(b, "activation")), "email_ms": chart_stats(_hist(b, "email"))}
+            for start, b in rows]
+
+
+def series_enrollment_funnel(src, window: Window) -> dict:
+    return _funnel(one(src, "enrollments", window))
+
+
+ROLLED_FAILURE_FIELDS = ("failureCode", "specialistId", "serviceId")
+
+
+def series_failures_by(src, window: Window, field: str = "failureCode", limit: int = 10) -> list[dict]:
+    from metrics import series
+    if field not in ROLLED_FAILURE_FIELDS:
+        return series.failures_by.raw(src, window, field, limit)
+    counts = _counter(one(src, "payments", window), f"failed_by_{field}")
+    rows = [{"key": k, "count": n} for (k,), n in counts.items() if n]
+    return sorted(rows, key=lambda r: (-r["count"], _order(r["key"])))[:limit]
+
+
+def series_amount_histogram(src, window: Window, currency: str, statuses: tuple[str, ...] = SUCCEEDED_STATUSES,
+                            edges: list[int] | None = None) -> list[dict]:
+    from metrics import series
+    default = series.amount_edges(currency)
+    if tuple(statuses) != tuple(SUCCEEDED_STATUSES) or (edges is not None and list(edges) != default):
+        return series.amount_histogram.raw(src, window, currency, statuses, edges)
+    counts = {band: n for (cur, band), n in _counter(one(src, "payments", window), "amount_band").items()
+              if cur == currency.lower()}
+    bands = [{"lower": lo, "upper": hi, "count": counts.get(lo, 0)} for lo, hi in zip(default, default[1:])]
+    bands.append({"lower": default[-1], "upper": None, "count": counts.get("above", 0)})
+    return bands
+
+
+def _order(value) -> tuple:
+    # MongoDB's order for the few types a key can have: null, numbers, strings, then the rest.
+    if value is None:
+        return (0, "")
+    if isinstance(value, bool):
+        return (3, str(value))
+    if isinstance(value, (int, float)):
+        return (1, float(value))
+    if isinstance(value, str):
+        return (2, value)
+    return (4, str(value))
+
+
+FIGURES: dict[str, Callable] = {name: fn for name, fn in globals().items()
+                                if callable(fn) and name.split("_", 1)[0] in
+                                ("payments", "webhooks", "enrollments", "quality", "series") and "_" in name}

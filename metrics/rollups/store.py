@@ -1,0 +1,677 @@
+"""Rollups kept in ``PAYWATCH_DB``: built once, then kept fresh without rescanning the history.
+
+* **Build**: one pass over a collection folds every valid document into its
+  15-minute buckets (and their hours and days), records which documents are
+  invalid (spec section 3) and, for enrollments, which (customer, service)
+  pairs hold more than one active or pending enrollment.  The change
+  stream is opened *before* the pass, so nothing written during it is lost.
+* **Refresh, with change streams** (MongoDB replica sets, Atlas, SecantusDB):
+  every change to a platform document names the buckets it touches; only
+  those are re-aggregated, each by an indexed read of its 15 minutes.  The
+  resume token is kept in ``rollup_meta``, so a restarted process carries on
+  where the last one stopped; a token the server no longer knows (the oplog
+  rolled over) or a dropped collection leads to a rebuild of that collection.
+* **Refresh, without change streams** (a standalone ``mongod``, or a user
+  without the privilege): the trailing window (``PAYWATCH_ROLLUP_TRAILING_MINUTES``)
+  is re-aggregated every cycle, together with the buckets of documents whose
+  ``refundedAt`` or ``activatedAt`` fell in it since the last refresh.
+  Changes outside that reach are repaired by verification.
+* **Verification** recomputes closed buckets from the raw documents,
+  repairs any that differ, and logs what it repaired.
+
+A bucket is only ever replaced by one computed from a later read
+(``v``, the time its read started), so two processes refreshing at once
+cannot put an older figure back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable
+
+from bson import ObjectId
+from pymongo import ASCENDING, ReplaceOne, UpdateOne
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
+
+from metrics.db import DataSourceUnavailable, Source, describe_error
+from metrics.enrollments import DUPLICATE_STATUSES
+from metrics.quality import COLLECTIONS, valid_filter, valid_stages
+from metrics.rollups import buckets as bk
+from metrics.rollups.buckets import FINE, LEVELS, PARENT, Bucket
+
+log = logging.getLogger("paywatch.rollups")
+
+FORMAT_VERSION = 1
+BUCKETS = "rollup_buckets"
+META = "rollup_meta"
+INVALID = "rollup_invalid"
+PAIRS = "rollup_pairs"
+MEMBERS = "rollup_members"
+
+# Server errors that mean "no change streams here": not a replica set, $changeStream unknown,
+# change streams disabled, not authorised.
+NO_CHANGE_STREAMS = {40573, 40324, 136, 13, 8000}
+# The resume token is no longer usable: history lost, token unparseable, stream fatally broken.
+LOST_TOKEN = {286, 280, 260, 9, 40576, 40615}
+INVALIDATING = {"drop", "dropDatabase", "rename", "invalidate"}
+
+BUILD_BATCH = 2000
+WRITE_BATCH = 500
+VERIFY_STEP = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Series:
+    """A collection placed in time by one date field, and how a document folds into its bucket."""
+
+    name: str
+    collection: str
+    field: str
+    fields: tuple[str, ...]
+    fold: Callable[[Bucket, dict], None]
+    with_payment: bool = False
+
+
+SERIES: dict[str, Series] = {s.name: s for s in (
+    Series("payments", "payments", "createdAt",
+           ("status", "currency", "amount", "createdAt", "completedAt", "failureCode", "specialistId", "serviceId"),
+           bk.fold_payment),
+    Series("refunds", "payments", "refundedAt", ("currency", "amount", "refundedAt"), bk.fold_refund),
+    Series("webhooks", "webhook_events", "receivedAt",
+           ("status", "type", "receivedAt", "processedAt", "stripeCreatedAt"), bk.fold_webhook),
+    Series("enrollments", "enrollments", "createdAt",
+           ("paymentStatus", "createdAt", "activatedAt", "confirmationEmailSentAt"), bk.fold_enrollment),
+    Series("activations", "enrollments", "activatedAt", ("activatedAt", "confirmationEmailSentAt"),
+           bk.fold_activation, with_payment=True),
+    Series("enrollment_refunds", "enrollments", "refundedAt", ("refundedAt",), bk.fold_enrollment_refund),
+)}
+
+# Date fields, other than a series' own, that the platform sets on a later change and that an index
+# serves: without change streams, a document with one of them in the trailing window is re-read.
+LATE_FIELDS = {"payments": ("refundedAt",), "enrollments": ("activatedAt", "refundedAt"), "webhook_events": ()}
+
+
+def series_of(collection: str) -> list[Series]:
+    return [s for s in SERIES.values() if s.collection == collection]
+
+
+def bucket_id(series: str, level: str, start: datetime) -> str:
+    return f"{series}|{level}|{start.strftime('%Y-%m-%dT%H:%M')}"
+
+
+def fetch_pipeline(series: Series, src: Source, condition: dict) -> list[dict]:
+    """The valid documents of ``series`` whose time field matches ``condition``, projected to our names."""
+    schema = src.schema
+    coll = getattr(schema, series.collection)
+    window_condition = condition if coll[series.field] == coll[_window_field(series.collection)] else None
+    pipeline = valid_stages(series.collection, schema, {coll[series.field]: condition}, window_condition)
+    project: dict = {f: coll.ref(f) for f in series.fields}
+    if series.with_payment:
+        p = schema.payments
+        payment_match = valid_filter("payments", schema)
+        payment_match[p["completedAt"]] = {"$type": "date"}
+        pipeline.append({"$lookup": {
+            "from": p.name, "localField": coll["paymentId"], "foreignField": "_id",
+            "pipeline": [{"$match": payment_match}, {"$project": {"completedAt": p.ref("completedAt")}}],
+            "as": "payment"}})
+        pipeline.append({"$set": {"payment": {"$first": "$payment"}}})
+        project["paymentCompletedAt"] = "$payment.completedAt"
+    pipeline.append({"$project": project})
+    return pipeline
+
+
+def _window_field(collection: str) -> str:
+    from metrics.schema import WINDOW_FIELD
+    return WINDOW_FIELD[collection]
+
+
+def fold_range(src: Source, series: Series, start: datetime, end: datetime) -> dict[datetime, Bucket]:
+    """Fine buckets of ``series`` over ``[start, end)``, folded from the raw documents."""
+    docs = src.aggregate(series.collection, fetch_pipeline(series, src, {"$gte": start, "$lt": end}))
+    return bk.fold_into(docs, series.field, series.fold)
+
+
+def fold_partial(src: Source, series: Series, start: datetime, end: datetime) -> Bucket:
+    """One bucket holding every document of ``[start, end)`` (a window's partial edge)."""
+    docs = src.aggregate(series.collection, fetch_pipeline(series, src, {"$gte": start, "$lt": end}))
+    out = Bucket()
+    for d in docs:
+        series.fold(out, d)
+    return out
+
+
+def schema_hash(src: Source) -> str:
+    mapping = {k: {"name": getattr(src.schema, k).name, **dict(getattr(src.schema, k).fields)} for k in COLLECTIONS}
+    return hashlib.sha256(json.dumps(mapping, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def pair_key(customer, service) -> str:
+    return json.dumps([bk.key_value(customer), bk.key_value(service)], default=str)
+
+
+class Progress:
+    """``label: n/total`` on stderr, on one line in a terminal, every 2 s in a log."""
+
+    def __init__(self, enabled: bool, stream=sys.stderr):
+        self.enabled = enabled
+        self.stream = stream
+        self.tty = enabled and stream.isatty()
+        self._last = 0.0
+
+    def __call__(self, label: str, done: int, total: int | None, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not final and now - self._last < (0.2 if self.tty else 2.0):
+            return
+        self._last = now
+        text = f"rollups: {label} {done:,}" + (f"/{total:,}" if total else "") + " documents"
+        if self.tty:
+            self.stream.write("\r" + text + ("\n" if final else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+class Rollups:
+    """The rollups of one platform database, kept in Paywatch's own."""
+
+    def __init__(self, src: Source, state: Database, *, trailing: timedelta = timedelta(minutes=120),
+                 change_streams: bool = True, progress: bool = False, auto_refresh: bool = False):
+        self.src = src
+        self.auto_refresh = auto_refresh
+        self._ready: set[str] = set()
+        self.state = state
+        self.trailing = trailing
+        self.allow_change_streams = change_streams
+        self.progress = Progress(progress)
+        self._streams: dict[str, object] = {}
+        self._indexed = False
+        self.hash = schema_hash(src)
+
+    # -- storage -------------------------------------------------------------------
+
+    @property
+    def buckets(self):
+        return self.state[BUCKETS]
+
+    def ensure_indexes(self) -> None:
+        if self._indexed:
+            return
+        self.buckets.create_index([("s", ASCENDING), ("l", ASCENDING), ("t", ASCENDING)])
+        self.state[INVALID].create_index([("c", ASCENDING), ("d", ASCENDING)], unique=True)
+        self.state[PAIRS].create_index([("n", ASCENDING)])
+        self._indexed = True
+
+    def serves(self, collections: Iterable[str] | None) -> bool:
+        """Whether figures over ``collections`` can be read from here (refreshing first in auto mode)."""
+        if self.auto_refresh:
+            self.refresh()
+        return collections is not None and all(c in self._ready for c in collections)
+
+    def meta(self, collection: str) -> dict | None:
+        return self.state[META].find_one({"_id": collection})
+
+    def ready(self, collection: str) -> bool:
+        meta = self.meta(collection)
+        return bool(meta and meta.get("built_at") and meta.get("version") == FORMAT_VERSION
+                    and meta.get("schema") == self.hash)
+
+    def _write(self, series: str, level: str, found: dict[datetime, Bucket], starts: Iterable[datetime],
+               version: int) -> None:
+        """Replace the buckets at ``starts`` by ``found`` (empty where absent), unless a later read wrote them."""
+        ops = []
+        for start in starts:
+            bucket = found.get(start) or Bucket()
+            doc = {"_id": bucket_id(series, level, start), "s": series, "l": level, "t": start, "v": version,
+                   **bucket.to_bson()}
+            ops.append(ReplaceOne({"_id": doc["_id"], "v": {"$lte": version}}, doc, upsert=True))
+        for i in range(0, len(ops), WRITE_BATCH):
+            try:
+                self.buckets.bulk_write(ops[i:i + WRITE_BATCH], ordered=False)
+            except BulkWriteError as exc:
+                # A duplicate key here means a later read already wrote that bucket: keep it.
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+
+    def stored(self, series: str, level: str, start: datetime, end: datetime) -> dict[datetime, Bucket]:
+        rows = self.buckets.find({"s": series, "l": level, "t": {"$gte": start, "$lt": end}})
+        return {bk.utc(r["t"]): Bucket.from_bson(r) for r in rows}
+
+    def read_keyed(self, series: str, keys: list[tuple[str, datetime]]) -> dict[tuple[str, datetime], Bucket]:
+        """The stored buckets at ``keys`` (level, start), in one query of at most a few ranges.
+
+        A bucket that was never written held no document.
+        """
+        if not keys:
+            return {}
+        by_level: dict[str, list[datetime]] = {}
+        for level, start in keys:
+            by_level.setdefault(level, []).append(start)
+        ors = []
+        for level, starts in by_level.items():
+            for a, b in _runs(sorted(starts), LEVELS[level]):
+                ors.append({"l": level, "t": {"$gte": a, "$lt": b}})
+        try:
+            rows = list(self.buckets.find({"s": series, "$or": ors}))
+        except PyMongoError as exc:
+            raise DataSourceUnavailable(describe_error(exc)) from exc
+        wanted = set(keys)
+        out = {}
+        for r in rows:
+            key = (r["l"], bk.utc(r["t"]))
+            if key in wanted:
+                out[key] = Bucket.from_bson(r)
+        return out
+
+    def _roll_up(self, series: str, fine_starts: Iterable[datetime], version: int) -> None:
+        """Recompute the hours and days above the given fine buckets from what is stored below them."""
+        starts = set(fine_starts)
+        for child, parent in PARENT.items():
+            parents = {bk.floor(t, parent) for t in starts}
+            found = {}
+            for p in parents:
+                kids = self.stored(series, child, p, p + LEVELS[parent])
+                found[p] = bk.merge_all(kids.values())
+            self._write(series, parent, found, parents, version)
+            starts = parents
+
+    def recompute(self, series: Series, starts: Iterable[datetime]) -> int:
+        """Re-aggregate the fine buckets at ``starts`` from the raw documents; returns how many."""
+        starts = sorted(set(starts))
+        if not starts:
+            return 0
+        version = time.time_ns()
+        for run_start, run_end in _runs(starts):
+            found = fold_range(self.src, series, run_start, run_end)
+            run = [t for t in starts if run_start <= t < run_end]
+            self._write(series.name, FINE, found, run, version)
+        self._roll_up(series.name, starts, version)
+        return len(starts)
+
+    # -- build ---------------------------------------------------------------------
+
+    def build(self, collections: Iterable[str] = COLLECTIONS) -> dict:
+        """Build the rollups of ``collections`` from scratch; returns documents folded per collection."""
+        self.ensure_indexes()
+        done = {}
+        for key in collections:
+            stream_token, mode = self._open_for_build(key)
+            version = time.time_ns()
+            coll = self.src.coll(key)
+            total = coll.estimated_document_count()
+            for series in series_of(key):
+                found: dict[datetime, Bucket] = {}
+                docs = self._stream(series, {"$type": "date"})
+                for i, d in enumerate(docs, 1):
+                    when = d.get(series.field)
+                    if isinstance(when, datetime):
+                        start = bk.floor(when)
+                        series.fold(found.setdefault(start, Bucket()), d)
+                    if i % BUILD_BATCH == 0:
+                        self.progress(f"{series.name}", i, total)
+                self.buckets.delete_many({"s": series.name})
+                self._write(series.name, FINE, found, found, version)
+                coarse = found
+                for child, parent in PARENT.items():
+                    up: dict[datetime, Bucket] = {}
+                    for t, b in coarse.items():
+                        up.setdefault(bk.floor(t, parent), Bucket()).merge(b)
+                    self._write(series.name, parent, up, up, version)
+                    coarse = up
+                self.progress(series.name, sum(1 for _ in ()), None) if False else None
+            self._rebuild_invalid(key)
+            if key == "enrollments":
+                self._rebuild_pairs()
+            now = datetime.now(timezone.utc)
+            self.state[META].replace_one({"_id": key}, {
+                "_id": key, "version": FORMAT_VERSION, "schema": self.hash, "mode": mode, "token": stream_token,
+                "built_at": now, "refreshed_at": now, "polled_through": now, "documents": total,
+            }, upsert=True)
+            self._ready.add(key)
+            log.info("rollups: built %s (%d documents, %s)", key, total, mode)
+            self.progress(f"{key} built", total, None, final=True)
+            done[key] = total
+        return done
+
+    def _stream(self, series: Series, condition: dict):
+        """Every valid document of the series, read in batches (a build reads the whole history once)."""
+        pipeline = fetch_pipeline(series, self.src, condition)
+        try:
+            return self.src.coll(series.collection).aggregate(pipeline, batchSize=BUILD_BATCH, allowDiskUse=True)
+        except PyMongoError as exc:
+            raise DataSourceUnavailable(describe_error(exc)) from exc
+
+    def _open_for_build(self, key: str) -> tuple[dict | None, str]:
+        """A change stream opened now (its token is where the refresh will resume), or poll mode."""
+        self._close(key)
+        if not self.allow_change_streams:
+            return None, "poll"
+        try:
+            stream = self.src.coll(key).watch(full_document="updateLookup", max_await_time_ms=10)
+        except OperationFailure as exc:
+            if exc.code in NO_CHANGE_STREAMS:
+                log.warning("rollups: change streams unavailable on %s (%s); re-aggregating the trailing %s "
+                            "every cycle instead", key, describe_error(exc), self.trailing)
+                return None, "poll"
+            raise DataSourceUnavailable(describe_error(exc)) from exc
+        self._streams[key] = stream
+        return stream.resume_token, "change_stream"
+
+    def _close(self, key: str) -> None:
+        stream = self._streams.pop(key, None)
+        if stream is not None:
+            try:
+                stream.close()
+            except PyMongoError:
+                pass
+
+    def _rebuild_invalid(self, key: str) -> None:
+        """The ids of the collection's invalid documents: one whole scan, at build time only."""
+        ids = [d["_id"] for d in self.src.coll(key).find({"$nor": [valid_filter(key, self.src.schema)]}, {"_id": 1})]
+        self.state[INVALID].delete_many({"c": key})
+        if ids:
+            self.state[INVALID].insert_many([{"c": key, "d": i} for i in ids])
+
+    def _rebuild_pairs(self) -> None:
+        e = self.src.schema.enrollments
+        docs = self.src.aggregate("enrollments", [
+            *valid_stages("enrollments", self.src.schema, {e["status"]: {"$in": list(DUPLICATE_STATUSES)}}),
+            {"$project": {"customerId": e.ref("customerId"), "serviceId": e.ref("serviceId"),
+                          "createdAt": e.ref("createdAt")}},
+        ])
+        pairs: dict[str, list] = {}
+        for d in docs:
+            pairs.setdefault(pair_key(d.get("customerId"), d.get("serviceId")), []).append(
+                {"id": d["_id"], "t": d["createdAt"]})
+        self.state[PAIRS].delete_many({})
+        self.state[MEMBERS].delete_many({})
+        if pairs:
+            self.state[PAIRS].insert_many([{"_id": k, "m": m, "n": len(m)} for k, m in pairs.items()])
+            self.state[MEMBERS].insert_many([{"_id": x["id"], "p": k} for k, m in pairs.items() for x in m])
+
+    # -- refresh -------------------------------------------------------------------
+
+    def refresh(self) -> dict:
+        """Bring every collection's rollups up to date; returns what was done per collection."""
+        self.ensure_indexes()
+        out = {}
+        for key in COLLECTIONS:
+            meta = self.meta(key)
+            if not (meta and meta.get("built_at") and meta.get("version") == FORMAT_VERSION
+                    and meta.get("schema") == self.hash):
+                why = "missing" if not meta else "stale format or schema"
+                log.info("rollups: building %s (%s)", key, why)
+                self.build([key])
+                out[key] = "built"
+            elif meta["mode"] == "change_stream":
+                out[key] = self._follow(key, meta)
+            else:
+                out[key] = self._poll(key, meta)
+            self._ready.add(key)
+        return out
+
+    def _follow(self, key: str, meta: dict) -> str:
+        stream = self._streams.get(key)
+        try:
+            if stream is None:
+                stream = self.src.coll(key).watch(full_document="updateLookup", resume_after=meta["token"],
+                                                  max_await_time_ms=10)
+                self._streams[key] = stream
+            changes = []
+            while True:
+                change = stream.try_next()
+                if change is None:
+                    break
+                if change["operationType"] in INVALIDATING:
+                    log.warning("rollups: %s was %s; rebuilding", key, change["operationType"])
+                    self.build([key])
+                    return "rebuilt"
+                changes.append(change)
+            token = stream.resume_token
+        except OperationFailure as exc:
+            self._close(key)
+            if exc.code in LOST_TOKEN or exc.code in NO_CHANGE_STREAMS:
+                log.warning("rollups: the change stream of %s cannot resume (%s); rebuilding",
+                            key, describe_error(exc))
+                self.build([key])
+                return "rebuilt"
+            raise DataSourceUnavailable(describe_error(exc)) from exc
+        except PyMongoError as exc:
+            self._close(key)
+            raise DataSourceUnavailable(describe_error(exc)) from exc
+        if changes:
+            self.apply(key, changes)
+        now = datetime.now(timezone.utc)
+        self.state[META].update_one({"_id": key}, {"$set": {"token": token, "refreshed_at": now}})
+        return f"{len(changes)} changes"
+
+    def apply(self, key: str, changes: list[dict]) -> None:
+        """Recompute what a batch of change events touches: buckets, the invalid set, duplicate pairs."""
+        dirty: dict[str, set[datetime]] = {s.name: set() for s in series_of(key)}
+        upserted, deleted = {}, []
+        for change in changes:
+            doc_id = change.get("documentKey", {}).get("_id")
+            doc = change.get("fullDocument")
+            if change["operationType"] == "delete" or doc is None:
+                deleted.append(doc_id)
+                # No pre-image: the document's own id time is the best guess of its buckets; verification
+                # repairs the rest (platforms keep payments; only old webhook events expire).
+                if isinstance(doc_id, ObjectId):
+                    for s in series_of(key):
+                        dirty[s.name].add(bk.floor(doc_id.generation_time))
+                continue
+            upserted[doc_id] = doc
+            self._mark(key, doc, dirty)
+        if key == "payments" and upserted:
+            # An enrollment's activation time is measured from its payment's completedAt.
+            self._mark_enrollments_of(list(upserted), dirty)
+        for name, starts in dirty.items():
+            self.recompute(SERIES[name], starts)
+        self._update_invalid(key, list(upserted), deleted)
+        if key == "enrollments":
+            self._update_pairs(list(upserted) + deleted)
+
+    def _mark(self, key: str, doc: dict, dirty: dict[str, set[datetime]]) -> None:
+        coll = getattr(self.src.schema, key)
+        for s in series_of(key):
+            when = bk.get_path(doc, coll[s.field])
+            if isinstance(when, datetime):
+                dirty.setdefault(s.name, set()).add(bk.floor(when))
+
+    def _mark_enrollments_of(self, payment_ids: list, dirty: dict[str, set[datetime]]) -> None:
+        e = self.src.schema.enrollments
+        rows = self.src.find("enrollments", {e["paymentId"]: {"$in": payment_ids}},
+                             projection={"activatedAt": e.ref("activatedAt")})
+        starts = {bk.floor(r["activatedAt"]) for r in rows if isinstance(r.get("activatedAt"), datetime)}
+        if starts:
+            self.recompute(SERIES["activations"], starts)
+
+    def _update_invalid(self, key: str, ids: list, deleted: list) -> None:
+        coll = self.state[INVALID]
+        if deleted:
+            coll.delete_many({"c": key, "d": {"$in": deleted}})
+        if not ids:
+            return
+        rows = self.src.coll(key).find({"_id": {"$in": ids}, **valid_filter(key, self.src.schema)}, {"_id": 1})
+        try:
+            valid = {d["_id"] for d in rows}
+        except PyMongoError as exc:
+            raise DataSourceUnavailable(describe_error(exc)) from exc
+        invalid = [i for i in ids if i not in valid]
+        if valid:
+            coll.delete_many({"c": key, "d": {"$in": list(valid)}})
+        ops = [UpdateOne({"c": key, "d": i}, {"$setOnInsert": {"c": key, "d": i}}, upsert=True) for i in invalid]
+        if ops:
+            coll.bulk_write(ops, ordered=False)
+
+    def _update_pairs(self, ids: list) -> None:
+        """Move each changed enrollment out of its old pair and into its new one, if it still counts."""
+        e = self.src.schema.enrollments
+        current = {d["_id"]: d for d in self.src.aggregate("enrollments", [
+            *valid_stages("enrollments", self.src.schema,
+                          {"_id": {"$in": ids}, e["status"]: {"$in": list(DUPLICATE_STATUSES)}}),
+            {"$project": {"customerId": e.ref("customerId"), "serviceId": e.ref("serviceId"),
+                          "createdAt": e.ref("createdAt")}},
+        ])}
+        pairs, members = self.state[PAIRS], self.state[MEMBERS]
+        for i in ids:
+            old = members.find_one({"_id": i})
+            if old:
+                pairs.update_one({"_id": old["p"]}, {"$pull": {"m": {"id": i}}, "$inc": {"n": -1}})
+                members.delete_one({"_id": i})
+            d = current.get(i)
+            if d is not None:
+                k = pair_key(d.get("customerId"), d.get("serviceId"))
+                pairs.update_one({"_id": k}, {"$push": {"m": {"id": i, "t": d["createdAt"]}}, "$inc": {"n": 1}},
+                                 upsert=True)
+                members.replace_one({"_id": i}, {"_id": i, "p": k}, upsert=True)
+
+    def _poll(self, key: str, meta: dict) -> str:
+        """No change streams: re-aggregate the trailing window, and what was refunded or activated since."""
+        now = datetime.now(timezone.utc)
+        since = min(bk.utc(meta.get("polled_through") or now), now) - timedelta(minutes=2)
+        start = bk.floor(min(now - self.trailing, since))
+        end = bk.floor(now) + LEVELS[FINE]
+        coll = getattr(self.src.schema, key)
+        touched = 0
+        for s in series_of(key):
+            starts = set(_range(start, end))
+            for late in LATE_FIELDS[key]:
+                if late == s.field:
+                    continue
+                rows = self.src.find(key, {coll[late]: {"$gte": since, "$lt": now}},
+                                     projection={"t": coll.ref(s.field)})
+                starts |= {bk.floor(r["t"]) for r in rows if isinstance(r.get("t"), datetime)}
+            touched += self.recompute(s, starts)
+        self.state[META].update_one({"_id": key}, {"$set": {"polled_through": now, "refreshed_at": now}})
+        return f"polled {touched} buckets"
+
+    # -- verification --------------------------------------------------------------
+
+    def verify(self, start: datetime, end: datetime, *, repair: bool = True,
+               collections: Iterable[str] = COLLECTIONS) -> dict:
+        """Compare closed fine buckets in ``[start, end)`` with the raw documents; repair any that differ.
+
+        Returns ``{series: {"checked": n, "differ": [bucket starts]}}``.
+        """
+        self.ensure_indexes()
+        start, end = bk.floor(start), bk.floor(end)
+        report: dict[str, dict] = {}
+        for key in collections:
+            for s in series_of(key):
+                checked, differ = 0, []
+                t = start
+                while t < end:
+                    chunk_end = min(end, t + VERIFY_STEP)
+                    version = time.time_ns()
+                    raw = fold_range(self.src, s, t, chunk_end)
+                    have = self.stored(s.name, FINE, t, chunk_end)
+                    for b_start in _range(t, chunk_end):
+                        checked += 1
+                        want = (raw.get(b_start) or Bucket()).comparable()
+                        got = (have.get(b_start) or Bucket()).comparable()
+                        if want != got:
+                            differ.append(b_start)
+                    if repair and differ:
+                        bad = [d for d in differ if t <= d < chunk_end]
+                        if bad:
+                            self._write(s.name, FINE, raw, bad, version)
+                            self._roll_up(s.name, bad, version)
+                    self.progress(f"verify {s.name}", checked, None)
+                    t = chunk_end
+                if differ:
+                    log.warning("rollups: %d %s bucket(s) differed from the raw documents%s: %s", len(differ),
+                                s.name, " and were repaired" if repair else "",
+                                ", ".join(d.strftime("%Y-%m-%d %H:%M") for d in differ[:5]) + (" …" if len(differ) > 5 else ""))
+                report[s.name] = {"checked": checked, "differ": differ}
+        return report
+
+    def verify_step(self, now: datetime | None = None, step: timedelta = VERIFY_STEP) -> dict:
+        """Verify the next ``step`` of history, walking back from now and starting over at the oldest.
+
+        The worker calls this every cycle, so each cycle's cost is one step,
+        whatever the history, and every bucket is checked in turn.
+        """
+        now = bk.floor(now or datetime.now(timezone.utc))
+        meta = self.state[META].find_one({"_id": "verify"}) or {}
+        cursor = bk.utc(meta["cursor"]) if meta.get("cursor") else now
+        oldest = self._oldest()
+        if oldest is None or cursor <= oldest:
+            cursor = now
+        start = max(cursor - step, oldest or cursor - step)
+        report = self.verify(start, cursor)
+        self.state[META].replace_one({"_id": "verify"}, {"_id": "verify", "cursor": start,
+                                                         "verified_at": datetime.now(timezone.utc)}, upsert=True)
+        return report
+
+    def _oldest(self) -> datetime | None:
+        row = self.buckets.find_one({"l": "1d"}, sort=[("t", ASCENDING)])
+        return bk.utc(row["t"]) if row else None
+
+    # -- status --------------------------------------------------------------------
+
+    def status(self, now: datetime | None = None) -> dict:
+        now = now or datetime.now(timezone.utc)
+        out = {}
+        for key in COLLECTIONS:
+            meta = self.meta(key) or {}
+            refreshed = meta.get("refreshed_at")
+            out[key] = {
+                "mode": meta.get("mode"),
+                "built_at": meta.get("built_at"),
+                "refreshed_at": refreshed,
+                "lag_s": None if refreshed is None else round((now - bk.utc(refreshed)).total_seconds(), 1),
+                "current": self.ready(key),
+                "buckets": self.buckets.count_documents({"s": {"$in": [s.name for s in series_of(key)]}}),
+            }
+        verify = self.state[META].find_one({"_id": "verify"}) or {}
+        out["verification"] = {"verified_at": verify.get("verified_at"), "cursor": verify.get("cursor")}
+        return out
+
+    # -- incremental figures ---------------------------------------------------------
+
+    def invalid_count(self, key: str) -> int:
+        return self.state[INVALID].count_documents({"c": key})
+
+    def duplicate_pairs(self, at: datetime) -> list[dict]:
+        """(customer, service) pairs with more than one counting enrollment created before ``at``."""
+        out = []
+        for row in self.state[PAIRS].find({"n": {"$gte": 2}}):
+            members = [m for m in row["m"] if bk.utc(m["t"]) < at]
+            if len(members) > 1:
+                customer, service = json.loads(row["_id"])
+                out.append({"customerId": customer, "serviceId": service, "count": len(members),
+                            "enrollment_ids": [str(m["id"]) for m in members]})
+        out.sort(key=lambda r: (-r["count"], str(r["customerId"])))
+        return out
+
+    def close(self) -> None:
+        for key in list(self._streams):
+            self._close(key)
+
+
+def _runs(starts: list[datetime], step: timedelta = LEVELS[FINE]) -> list[tuple[datetime, datetime]]:
+    """Contiguous runs of buckets ``step`` long as ``[start, end)`` ranges."""
+    runs: list[list[datetime]] = []
+    for t in starts:
+        if runs and t == runs[-1][1]:
+            runs[-1][1] = t + step
+        else:
+            runs.append([t, t + step])
+    return [(a, b) for a, b in runs]
+
+
+def _range(start: datetime, end: datetime) -> list[datetime]:
+    out, t, step = [], start, LEVELS[FINE]
+    while t < end:
+        out.append(t)
+        t += step
+    return out
