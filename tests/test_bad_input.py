@@ -268,3 +268,11 @@ def test_random_bad_values_in_random_fields_break_nothing(mongo_client, mongo_ur
     finally:
         dbmod.reset()
         mongo_client.drop_database(name)
+
+
+def test_the_snapshot_and_reports_build_from_rollups_with_bad_documents_present(bad_db):
+    from metrics.rollups import attach
+    settings, src = bad_db
+    rolled = attach(src, settings, refresh=False, auto_refresh=True)
+    check_snapshot(rolled, settings)
+    check_reports(rolled, settings, dbmod.state_db(settings))
