@@ -128,14 +128,15 @@ def insert(db, docs: dict[str, list[dict]]) -> None:
 
 @pytest.fixture(scope="module")
 def bad_db(mongo_uri, mongo_client, tmp_path_factory):
-    """(settings, source) over a demo history with every bad document beside it."""
+    """(settings, source) over a demo history with every bad document beside it; the source is made
+    per test (another test's ``dbmod.reset()`` closes cached clients)."""
     token = uuid.uuid4().hex[:10]
     names = (f"bad_{token}", f"badstate_{token}")
     seed(mongo_client[names[0]], DEFAULT_SCHEMA, days=9, per_day=10, now=AT, rng_seed=3)
     insert(mongo_client[names[0]], bad_documents())
     settings = load_settings(mongodb_uri=mongo_uri, source_db=names[0], state_db=names[1],
                              home=tmp_path_factory.mktemp("home"))
-    yield settings, dbmod.source(settings)
+    yield settings
     dbmod.reset()
     for name in names:
         mongo_client.drop_database(name)
@@ -185,23 +186,23 @@ def test_every_field_of_every_collection_is_broken_by_every_kind_of_bad_value():
 
 
 def test_the_snapshot_builds_with_bad_documents_present(bad_db):
-    settings, src = bad_db
+    settings, src = bad_db, dbmod.source(bad_db)
     check_snapshot(src, settings)
 
 
 def test_the_weekly_and_monthly_reports_build_in_every_format(bad_db):
-    settings, src = bad_db
+    settings, src = bad_db, dbmod.source(bad_db)
     check_reports(src, settings, dbmod.state_db(settings))
 
 
 def test_every_alert_rule_reads_and_every_message_builds(bad_db):
-    settings, src = bad_db
+    settings, src = bad_db, dbmod.source(bad_db)
     assert check_alert_messages(src, settings) > 0
 
 
 @pytest.fixture
 def dashboard_env(monkeypatch, mongo_uri, bad_db, fresh_streamlit):
-    settings, _ = bad_db
+    settings = bad_db
     monkeypatch.setenv("MONGODB_URI", mongo_uri)
     monkeypatch.setenv("PAYWATCH_SOURCE_DB", settings.source_db)
     monkeypatch.setenv("PAYWATCH_DB", settings.state_db)
@@ -272,7 +273,7 @@ def test_random_bad_values_in_random_fields_break_nothing(mongo_client, mongo_ur
 
 def test_the_snapshot_and_reports_build_from_rollups_with_bad_documents_present(bad_db):
     from metrics.rollups import attach
-    settings, src = bad_db
+    settings, src = bad_db, dbmod.source(bad_db)
     rolled = attach(src, settings, refresh=False, auto_refresh=True)
     check_snapshot(rolled, settings)
     check_reports(rolled, settings, dbmod.state_db(settings))
