@@ -28,6 +28,7 @@ from alerts.readings import METRICS, EvalContext
 from alerts.rules import find_rule, load_rules
 from alerts.state import scope
 from metrics.db import DataSourceUnavailable, source, state_db
+from metrics.redact import describe, redact
 from metrics.settings import SettingsError, load_settings
 from metrics.snapshot import to_json
 from metrics.windows import iso, parse_instant
@@ -128,7 +129,7 @@ def cmd_evaluate(settings, args) -> int:
         silences = store.active_silences(sdb, at)
     except (PyMongoError, DataSourceUnavailable) as exc:
         sdb, stored, silences = None, {}, []
-        notes.append(f"Paywatch's database unavailable ({str(exc).splitlines()[0][:120]}): states shown from inactive")
+        notes.append(f"Paywatch's database unavailable ({redact(exc, limit=120)}): states shown from inactive")
     ctx = EvalContext(settings, at, src, sdb, source_error)
     evaluations = engine.evaluate(ctx, rules, stored)
     for ev in evaluations:
@@ -235,8 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: database unavailable: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except PyMongoError as exc:
-        text = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        print(f"error: Paywatch's database unavailable: {type(exc).__name__}: {text}", file=sys.stderr)
+        print(f"error: Paywatch's database unavailable: {describe(exc, limit=200)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
 
 

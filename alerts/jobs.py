@@ -2,21 +2,24 @@
 
 ``python -m alerts run`` schedules every entry of :data:`JOBS`:
 
-* ``lease``, ``evaluate``, ``outbox``: the alert worker itself;
 * ``stripe-mirror``: one sync of the Stripe mirror (:func:`metrics.stripe.mirror.sync_job`)
   five seconds after start, then every ``stripe_sync_minutes`` (default 5); it
   does nothing while ``STRIPE_API_KEY`` is unset;
-* ``weekly-report``: :func:`reports.job.run_weekly_job`, at the ``[reports]``
-  send time (default Monday 09:00 in ``PAYWATCH_TIMEZONE``) and, as a cheap
-  catch-up (one ``find_one`` when nothing is due), every minute: a worker
+* ``weekly-report``: :func:`reports.job.run_weekly_job`, on
+  :func:`reports.job.weekly_report_trigger`: at the ``[reports]`` send time
+  (default Monday 09:00 in ``PAYWATCH_TIMEZONE``) and, as a cheap catch-up (one ``find_one`` when nothing is due), every minute: a worker
   that was down at the send time sends the week within a minute of coming
   back, and a failed week is retried once its ``retry_after`` has passed
   (``reports/job.py``).
 
-To add one, append a :class:`JobSpec`.  ``func`` is a callable or a
-``"module:function"`` path, imported when the worker starts (so a typo stops
-it with one line, and ``alerts`` does not import the other packages until
-then).  It receives a :class:`JobContext`.  A ``leader_only`` job (the
+The worker adds its own three (``lease``, ``evaluate``, ``outbox``; see
+:meth:`alerts.worker.Worker.own_jobs`).  To add one, append a
+:class:`JobSpec`.  ``func`` and ``trigger`` are callables or
+``"module:function"`` paths, imported when the worker starts (so a typo
+stops it with one line, and ``alerts`` never imports the other jobs'
+packages: they are peers on one runtime).  A job receives a
+:class:`JobContext`: the settings, Paywatch's database, the outbox and the
+lease holder's name, never the worker itself.  A ``leader_only`` job (the
 default) runs only on the replica holding the lease, so two replicas never
 both send a report or sync the mirror.  Every job runs with ``coalesce``,
 ``max_instances=1`` and a misfire grace (see the worker).
@@ -28,45 +31,30 @@ import importlib
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, Union
+from typing import Any, Callable, Union
 
 from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from pymongo.database import Database
 
 from alerts.config import AlertsConfig
 from metrics.settings import Settings, SettingsError
-
-if TYPE_CHECKING:
-    from alerts.worker import Worker
+from notify.outbox import Outbox
 
 TriggerFactory = Callable[[Settings, AlertsConfig], BaseTrigger]
-# The weekly report's catch-up check: one ``find_one`` when nothing is due.
-REPORT_CHECK_SECONDS = 60
 
 
-@dataclass
+@dataclass(frozen=True)
 class JobContext:
     """What a job gets: the settings, Paywatch's database, the platform, and the outbox."""
 
-    worker: "Worker"
-
-    @property
-    def settings(self) -> Settings:
-        return self.worker.settings
-
-    @property
-    def config(self) -> AlertsConfig:
-        return self.worker.config
-
-    @property
-    def state_db(self):
-        return self.worker.state
-
-    @property
-    def stopping(self) -> threading.Event:
-        return self.worker.stop_event
+    settings: Settings
+    config: AlertsConfig
+    state_db: Database
+    outbox: Outbox
+    holder: str  # this worker's name in the lease (a job's claims carry it)
+    stopping: threading.Event
 
     def source(self):
         """The platform's database (read-only); raises ``DataSourceUnavailable``."""
@@ -75,26 +63,32 @@ class JobContext:
         return source(self.settings)
 
     def enqueue(self, key: str, message: dict, channels: list[str] | None = None) -> list[str]:
-        """Post through the outbox (retries, dedup by ``key``, pacing); see ``alerts.messages`` for the shape."""
-        return self.worker.outbox.enqueue(key, message, channels)
+        """Post through the outbox (retries, dedup by ``key``, pacing); see ``notify.message`` for the shape."""
+        return self.outbox.enqueue(key, message, channels)
+
+
+def _load(path: str, what: str, job: str):
+    module_name, _, attr = path.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise SettingsError(f"job {job}: cannot load {what} {path}: {exc}") from None
 
 
 @dataclass(frozen=True)
 class JobSpec:
     name: str
     func: Union[Callable[[JobContext], Any], str]
-    trigger: TriggerFactory
+    trigger: Union[TriggerFactory, str]
     leader_only: bool = True
     run_at_start: bool = False
 
     def resolve(self) -> Callable[[JobContext], Any]:
-        if callable(self.func):
-            return self.func
-        module_name, _, attr = self.func.partition(":")
-        try:
-            return getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise SettingsError(f"job {self.name}: cannot load {self.func}: {exc}") from None
+        return self.func if callable(self.func) else _load(self.func, "function", self.name)
+
+    def make_trigger(self, settings: Settings, config: AlertsConfig) -> BaseTrigger:
+        factory = self.trigger if callable(self.trigger) else _load(self.trigger, "trigger", self.name)
+        return factory(settings, config)
 
 
 def every(seconds: Callable[[Settings, AlertsConfig], float]) -> TriggerFactory:
@@ -139,32 +133,8 @@ def sync_stripe_mirror(ctx: JobContext) -> str:
     return "skipped" if report.skipped else "done" if report.ok else "stopped"
 
 
-# -- the weekly report ------------------------------------------------------------------
-
-def weekly_report_trigger(settings: Settings, config: AlertsConfig) -> BaseTrigger:
-    """At the ``[reports]`` send time, and every minute to catch up and retry (see the module doc)."""
-    from reports.job import DAYS, load_config
-
-    reports = load_config(settings)  # a bad [reports] table stops the worker at start, in one line
-    clock = reports.clock
-    return OrTrigger([
-        CronTrigger(day_of_week=DAYS.index(reports.weekday), hour=clock.hour, minute=clock.minute,
-                    timezone=settings.tz),
-        IntervalTrigger(seconds=REPORT_CHECK_SECONDS),
-    ])
-
-
 JOBS: list[JobSpec] = [
-    # Renew (or try to take) the lease three times per lease period, leader or not.
-    JobSpec("lease", lambda ctx: ctx.worker.renew_lease(),
-            every(lambda s, c: c.lease.total_seconds() / 3), leader_only=False, run_at_start=True),
-    # Evaluate every rule; also collects the probe and the connection sample, and delivers.
-    # Leadership is checked inside the cycle, which also notices when the database is down.
-    JobSpec("evaluate", lambda ctx: ctx.worker.cycle(), every(lambda s, c: s.eval_interval),
-            leader_only=False, run_at_start=True),
-    # Retries and pacing between evaluations.
-    JobSpec("outbox", lambda ctx: ctx.worker.deliver(), every(lambda s, c: c.outbox_interval.total_seconds())),
     # Copy Stripe's objects into PAYWATCH_DB.
     JobSpec("stripe-mirror", sync_stripe_mirror, stripe_mirror_trigger),
-    JobSpec("weekly-report", "reports.job:run_weekly_job", weekly_report_trigger),
+    JobSpec("weekly-report", "reports.job:run_weekly_job", "reports.job:weekly_report_trigger"),
 ]

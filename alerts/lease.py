@@ -28,6 +28,8 @@ from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from metrics.redact import describe
+
 log = logging.getLogger(__name__)
 
 LEASES = "leases"
@@ -88,7 +90,7 @@ class Lease:
                 # evaluate jobs) can come back empty on some servers: read what was stored.
                 doc = self.coll.find_one({"_id": self.name})
         except PyMongoError as exc:
-            self.last_error = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+            self.last_error = describe(exc, limit=200)
             log.warning("lease: could not reach the state database: %s", self.last_error)
             self._valid_until = 0.0
             return False
@@ -104,6 +106,10 @@ class Lease:
                 log.warning("lease: lost to %s", doc.get("holder") if doc else "?")
             self._valid_until = 0.0
         return mine
+
+    def drop(self) -> None:
+        """Stop believing we lead (a newer leader's fence refused our write), until the next acquire."""
+        self._valid_until = 0.0
 
     def check(self) -> bool:
         """Ask the server whether the lease is still ours, with our fence, and unexpired."""
@@ -123,7 +129,7 @@ class Lease:
             self.coll.update_one({"_id": self.name, "holder": self.holder},
                                  [{"$set": {"expires_at": "$$NOW", "released_at": "$$NOW"}}])
         except PyMongoError as exc:
-            log.warning("lease: could not release: %s", str(exc).splitlines()[0][:200])
+            log.warning("lease: could not release: %s", describe(exc, limit=200))
 
     def status(self) -> dict | None:
         return self.coll.find_one({"_id": self.name})

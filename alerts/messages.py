@@ -1,34 +1,39 @@
 """What an alert says, independent of where it is posted.
 
-A message is a plain dict (it is stored in the outbox as it is): a kind,
-the severity and title, a headline, labelled fields (value against threshold,
-window, since), "what is wrong" lines, the runbook and a link to the
-dashboard.  Texts are raw: each channel escapes them for its medium (Slack:
-``&``, ``<``, ``>``), because any of them may carry platform data.
+A message has the delivery layer's shape (:mod:`notify.message`, stored in
+the outbox as it is): a kind, the severity and title, a headline, labelled
+fields (value against threshold, window, since), "what is wrong" lines, the
+runbook, a link to the dashboard, and the alert's episode (its messages go
+out in order, and with a Slack bot share one thread).  Texts are raw: each
+channel escapes them for its medium (Slack: ``&``, ``<``, ``>``), because any
+of them may carry platform data.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from urllib.parse import urlencode
 
 from alerts.config import human_duration
 from alerts.readings import METRICS, format_value
 from alerts.rules import Rule
-from alerts.state import FIRST, FLAPPING, REPEAT, RESOLVED_MSG, AlertState
+from alerts.state import FIRST, FLAPPING, REPEAT, RESOLVED_MSG, AlertState, dedup_key
 from metrics.settings import Settings
 from metrics.windows import iso
+from notify.message import (DEAD_LETTER, FIRING, RESOLVED, RESOLVED_MARK, SEVERITY_MARK, dashboard_link,
+                            dead_letter_message, plain_text)
 
-FIRING, RESOLVED, DEAD_LETTER = "firing", "resolved", "dead_letter"
-SEVERITY_MARK = {"critical": "🔴", "warning": "🟠", "info": "🔵"}
-RESOLVED_MARK = "✅"
-DASHBOARD_PAGE = "alerts"
+# The shape every channel posts lives in the delivery layer; alerts only fills it.
+__all__ = ["DEAD_LETTER", "FIRING", "RESOLVED", "RESOLVED_MARK", "SEVERITY_MARK", "alert_message",
+           "dashboard_link", "dead_letter_message", "plain_text"]
 
 
-def dashboard_link(settings: Settings, rule_id: str | None = None, subject: str | None = None) -> str:
-    query = {k: v for k, v in (("rule", rule_id), ("subject", subject)) if v}
-    base = settings.dashboard_url.rstrip("/") + "/" + DASHBOARD_PAGE
-    return base + ("?" + urlencode(query) if query else "")
+def episode_key(rule_id: str, subject: str, st: AlertState, reason: str, now: datetime) -> str:
+    """The episode a message belongs to: its firing episode; while a rule flaps, its flapping
+    announcement, so the resolve that closes the flapping edits that post (and threads under it)."""
+    flap_at = now if reason == FLAPPING else st.flap_announced_at if reason == RESOLVED_MSG else None
+    if flap_at is not None:
+        return f"{rule_id}|{subject}|flapping-{flap_at.strftime('%Y%m%dT%H%M%S.%f')[:-3]}"
+    return dedup_key(rule_id, subject, st, reason).rsplit("|", 1)[0]
 
 
 def alert_message(rule: Rule, subject: str, st: AlertState, reason: str, details: list[str],
@@ -72,6 +77,8 @@ def alert_message(rule: Rule, subject: str, st: AlertState, reason: str, details
         "reason": reason,
         "rule_id": rule.id,
         "subject": subject,
+        # One firing, from its first message to its resolve: sent in order, one Slack thread.
+        "episode": episode_key(rule.id, subject, st, reason, now),
         "severity": rule.severity,
         "title": title,
         "headline": headline,
@@ -81,41 +88,3 @@ def alert_message(rule: Rule, subject: str, st: AlertState, reason: str, details
         "link": dashboard_link(settings, rule.id, subject or None),
         "at": iso(now),
     }
-
-
-def dead_letter_message(original: dict, channel: str, attempts: int, error: str | None,
-                        settings: Settings, now: datetime) -> dict:
-    """Said on the other channels when a message could not be delivered."""
-    message = original.get("message", {})
-    return {
-        "kind": DEAD_LETTER,
-        "reason": "dead_letter",
-        "rule_id": message.get("rule_id"),
-        "subject": message.get("subject", ""),
-        "severity": "critical",
-        "title": f"Alert delivery to {channel} failed",
-        "headline": f"Could not deliver to {channel} after {attempts} attempts: {message.get('headline', '?')}",
-        "fields": [["Channel", channel], ["Attempts", str(attempts)], ["Last error", error or "–"]],
-        "details": ["Check the channel's configuration (a deleted Slack webhook answers 404/410).",
-                    "python -m alerts outbox lists dead messages."],
-        "runbook": None,
-        "link": dashboard_link(settings),
-        "at": iso(now),
-    }
-
-
-def plain_text(message: dict) -> str:
-    """Every channel's fallback: a few lines a person can read in a terminal or a notification."""
-    mark = RESOLVED_MARK if message["kind"] == RESOLVED else SEVERITY_MARK.get(message["severity"], "")
-    lines = [f"{mark} [{message['severity'].upper()}] {message['headline']}".strip()]
-    lines.append(" · ".join(f"{label}: {value}" for label, value in message.get("fields", [])))
-    lines += message.get("details") or []
-    runbook = message.get("runbook") or {}
-    if runbook.get("steps"):
-        section = f" ({runbook['section']})" if runbook.get("section") else ""
-        lines.append(f"Runbook{section}:")
-        lines += [f"  {i}. {step}" for i, step in enumerate(runbook["steps"], 1)]
-        if runbook.get("url"):
-            lines.append(f"  {runbook['url']}")
-    lines.append(f"Dashboard: {message['link']}")
-    return "\n".join(lines)

@@ -24,7 +24,7 @@ from metrics.db import DataSourceUnavailable, Source
 from metrics.settings import Settings
 from metrics.stripe import metrics as sm
 from metrics.stripe.client import StripeOptions
-from metrics.stripe.reconcile import persistent_mismatch_count, reconcile
+from metrics.stripe.reconcile import persistent_mismatch_count, reconcile, retention_risk, retention_risk_count
 from metrics.stripe.store import MirrorStore
 from metrics.windows import Window, iso, last, parse_instant
 
@@ -106,6 +106,8 @@ def format_value(unit: str, value: float | None) -> str:
         return "yes" if value else "no"
     if unit == "min":
         return f"{value:,.0f} min" if float(value).is_integer() else f"{value:,.1f} min"
+    if unit == "h":
+        return f"{value:,.0f} h" if float(value).is_integer() else f"{value:,.1f} h"
     return f"{value:g}"
 
 
@@ -516,3 +518,59 @@ def explain(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
         return [f"(details unavailable: {exc})"]
     except Exception as exc:  # noqa: BLE001 - the alert matters more than its detail
         return [f"(details unavailable: {type(exc).__name__})"]
+
+
+# -- Stripe webhook health and the Events API's 30 days (metrics/stripe/) ----------------
+
+def read_endpoint_failing(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    """One reading per enabled endpoint (its URL): hours its oldest undelivered event has waited."""
+    if not _stripe_configured(ctx):
+        return []
+    try:
+        hours = sm.endpoint_failing_hours(_mirror(ctx), ctx.at)
+    except DataSourceUnavailable as exc:
+        raise MirrorUnreadable(f"the Stripe mirror could not be read: {exc}") from exc
+    return [] if hours is None else [Reading(url, value, None) for url, value in sorted(hours.items())]
+
+
+def explain_endpoint_failing(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    health = sm.webhook_health(_mirror(ctx), ctx.at, limit=200)
+    ep = next((e for e in health["endpoints"] if e["label"] == reading.subject), None)
+    if ep is None or not ep["oldest"]:
+        return []
+    lines = [f"{ep['undelivered']:,} undelivered event(s) for {ep['url']}, failing since {ep['failing_since']} "
+             f"(oldest {ep['oldest']['id']} {ep['oldest']['type']}). Stripe disables an endpoint that keeps failing "
+             f"for days and emails only then."]
+    if ep["shared"]:
+        lines.append("Another enabled endpoint receives some of the same events: Stripe does not say which one failed.")
+    replay = [r["command"] for r in health["replay"] if r["endpoint_id"] == ep["id"]][:SAMPLE_ROWS]
+    if replay:
+        lines.append("Once it answers again, resend: " + "; ".join(replay) + ".")
+    return lines
+
+
+def read_events_expiring(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    if not _stripe_configured(ctx):
+        return []
+    grace = timedelta(minutes=StripeOptions.from_settings(ctx.settings).reconcile_grace_minutes)
+    count = retention_risk_count(ctx.source(), _mirror(ctx), ctx.at, grace=grace)
+    return [] if count is None else [Reading("", count, None)]
+
+
+def explain_events_expiring(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    risk = retention_risk(ctx.source(), _mirror(ctx), ctx.at, mask=ctx.settings.mask_emails)
+    lines = [f"{m['payment_intent']}: {m['title']} since {m['since']}; its events leave Stripe at "
+             f"{m['events_expire_at']}. Fix: {m['fix']}" for m in risk["mismatches"][:SAMPLE_ROWS]]
+    lines += [f"{e['id']} {e['type']} undelivered since {e['created']}, resend by {e['resend_by']}: "
+              + ("; ".join(e["commands"]) or "no enabled endpoint receives it") for e in risk["events"][:SAMPLE_ROWS]]
+    return lines
+
+
+METRICS["stripe_endpoint_failing_hours"] = Metric(
+    "stripe_endpoint_failing_hours", "per enabled webhook endpoint, hours since the oldest event Stripe has not "
+    "delivered to it was created (events listed with delivery_success=false, Stripe mirror)", "h",
+    read_endpoint_failing, explain_endpoint_failing, reads="state", windowed=False, needs="STRIPE_API_KEY")
+METRICS["stripe_events_expiring"] = Metric(
+    "stripe_events_expiring", "unreconciled mismatches and undelivered events older than 25 days, about to leave "
+    "the Events API's 30 days", "count", read_events_expiring, explain_events_expiring, windowed=False,
+    needs="STRIPE_API_KEY")

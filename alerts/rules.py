@@ -453,6 +453,34 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Refund mismatches: follow the manual refund runbook, steps 4 and 5.",
                 "Paywatch never applies a fix: a person runs each proposed command after checking it.",
             ])),
+        # -- Stripe webhook health and the Events API's 30 days (computed in metrics/stripe/) --
+        dict(
+            id="stripe_endpoint_failing", title="Stripe webhook endpoint failing deliveries", severity="critical",
+            description="An enabled webhook endpoint whose oldest undelivered event (events listed with "
+                        "delivery_success=false) is older than 6 hours, one alert per endpoint. Stripe emails "
+                        "only after days of failures, then disables the endpoint.",
+            metric="stripe_endpoint_failing_hours", comparison=">", threshold=6, keep_firing_for="10m",
+            runbook=dict(section=EMERGENCY, url=STRIPE_STATUS, steps=[
+                "Check the endpoint named below in the Stripe Dashboard (Developers → Webhooks): the failed "
+                "deliveries' HTTP status, and tail -f logs/stripe-webhooks.log on our side.",
+                "Recovery: if webhook issue, reconfigure the endpoint (URL, signing secret); if code issue, deploy "
+                "the fix, before Stripe disables the endpoint.",
+                "Then resend what it missed (the dashboard's Stripe page lists each stripe events resend command) "
+                "and run the reconciliation after outage (python -m metrics reconcile --sync).",
+            ])),
+        dict(
+            id="stripe_events_expiring", title="Stripe events about to expire unreconciled", severity="warning",
+            description="Unreconciled mismatches and undelivered events older than 25 days: Stripe keeps events "
+                        "30 days, after which they cannot be listed or resent.",
+            metric="stripe_events_expiring", comparison=">", threshold=0, keep_firing_for="10m",
+            runbook=dict(section=RECONCILE, steps=[
+                "List them: the dashboard's Reconciliation page, or python -m metrics reconcile --since "
+                "(30 days ago).",
+                "Resend each undelivered event with the stripe events resend command shown, or apply the "
+                "mismatch's proposed fix, before the date shown.",
+                "After 30 days the monthly review still finds the mismatch from PaymentIntents and Charges; "
+                "only the events are gone.",
+            ])),
     ]
     return [Rule.model_validate(r) for r in rules]
 

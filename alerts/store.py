@@ -3,7 +3,7 @@
 Collections: ``alert_state`` (one document per rule and subject), ``alert_history``
 (every transition and every message sent: the dashboard's timeline and the
 weekly report read it), ``silences`` and ``heartbeats``.  The outbox and the
-lease keep their own collections (:mod:`alerts.outbox`, :mod:`alerts.lease`).
+lease keep their own collections (:mod:`notify.outbox`, :mod:`alerts.lease`).
 
 Writes are ``$set`` of the fields that changed, filtered by the writer's
 fencing token: a worker that lost its lease while paused cannot overwrite

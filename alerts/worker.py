@@ -16,7 +16,9 @@ One cycle (:meth:`Worker.cycle`, which tests call directly):
 5. deliver the outbox;
 6. write the heartbeat (``heartbeats`` {_id: "worker"}) and ping
    ``PAYWATCH_HEARTBEAT_URL``: an outside dead-man's switch notices when
-   the pings stop.
+   the pings stop.  While a message is given up (:func:`notify.outbox.given_up`)
+   the ping goes to ``<url>/fail`` instead (healthchecks.io's convention), so
+   the switch also notices that delivery is broken.
 
 When Paywatch's own database is unreachable too (the default keeps both on
 one server), nothing can be written: the worker logs the outage every cycle
@@ -39,21 +41,22 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from pymongo.errors import PyMongoError
 
 from alerts import engine, store
-from alerts import outbox as outbox_mod
-from alerts.channels import build_channels
 from alerts.config import AlertsConfig, load_config
-from alerts.jobs import JOBS, JobContext, JobSpec
+from alerts.jobs import JOBS, JobContext, JobSpec, every
 from alerts.lease import Lease
 from alerts.messages import alert_message
-from alerts.outbox import Outbox, utcnow
 from alerts.readings import EvalContext
 from alerts.rules import Rule, load_rules
 from alerts.state import FIRING, FIRST, AlertState, after_notify, dedup_key
 from metrics import probe as probe_mod
 from metrics import signals
 from metrics.db import DataSourceUnavailable, source, state_db
+from metrics.redact import describe
 from metrics.settings import Settings
 from metrics.windows import iso
+from notify import outbox as outbox_mod
+from notify.channels import build_channels
+from notify.outbox import Outbox, given_up, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ class Worker:
                              may_send=self._may_send, stop=self.stop_event)
         self._prepared = False
         self._outage: dict | None = None  # platform and state db both down: {"start", "last", "error"}
+        self._dead_seen = 0  # given-up messages at the last heartbeat
 
     # -- leadership --------------------------------------------------------------------
 
@@ -142,7 +146,7 @@ class Worker:
             queued = engine.apply(self.state, self.outbox, ctx, evaluations, self.config, self.lease.fence)
         except store.Fenced as exc:
             log.warning("stopping this cycle: %s", exc)
-            self.lease._valid_until = 0.0
+            self.lease.drop()
             return {"leader": False, "fenced": True}
         except PyMongoError as exc:
             return self._note_outage(at, exc)
@@ -160,7 +164,7 @@ class Worker:
     def _note_outage(self, at: datetime, exc: Exception | None = None) -> dict:
         """Paywatch's database does not answer: log it every cycle; remember a platform outage."""
         _, source_error = self._source()
-        error = source_error or (str(exc).splitlines()[0][:200] if exc else "unreachable")
+        error = source_error or (describe(exc, limit=200) if exc else "unreachable")
         if source_error:
             self._outage = {"start": (self._outage or {}).get("start", at), "last": at, "error": error}
             log.error("data source unavailable, and Paywatch's own database too (%s): every rule is unknown; "
@@ -194,9 +198,10 @@ class Worker:
             try:
                 self.outbox.deliver(budget_s=self.config.outbox_interval.total_seconds())
             except PyMongoError as exc:
-                log.warning("outbox: Paywatch's database is unavailable: %s", str(exc).splitlines()[0][:200])
+                log.warning("outbox: Paywatch's database is unavailable: %s", describe(exc, limit=200))
 
     def _heartbeat(self, report: dict) -> None:
+        dead = given_up(self.state, utcnow())
         store.write_heartbeat(self.state, {
             "at": utcnow(), "evaluated_at": report["at"], "cycle_ms": report["cycle_ms"],
             "leader": self.lease.holder, "fence": self.lease.fence, "host": socket.gethostname(), "pid": os.getpid(),
@@ -204,28 +209,58 @@ class Worker:
             "late_after_s": self.config.late_after(self.settings).total_seconds(),
             "rules": sum(r.enabled for r in self.rules), "firing": report["firing"], "unknown": report["unknown"],
             "source_error": report["source_error"], "channels": list(self.channels),
+            "delivery_failed": len(dead),
         })
+        if len(dead) != self._dead_seen:  # said once per change, not every cycle for days
+            if dead:
+                log.error("delivery is failing: %d given up (the latest %s: %s); the heartbeat ping reports a "
+                          "failure until they expire or are queued again", len(dead), dead[0]["_id"],
+                          dead[0].get("last_error") or "?")
+            else:
+                log.info("delivery: no message is given up any more; the heartbeat ping reports success again")
+            self._dead_seen = len(dead)
         if self.settings.heartbeat_url:
+            url = self.settings.heartbeat_url
+            if dead:
+                url = url.rstrip("/") + "/fail"
             try:
-                requests.get(self.settings.heartbeat_url, timeout=5)
+                requests.get(url, timeout=5)
             except requests.RequestException as exc:
                 log.warning("heartbeat ping failed: %s", type(exc).__name__)
 
     # -- the scheduler -------------------------------------------------------------------
 
+    def own_jobs(self) -> list[JobSpec]:
+        """The worker's own jobs; the others (:data:`alerts.jobs.JOBS`) are peers it only schedules."""
+        return [
+            # Renew (or try to take) the lease three times per lease period, leader or not.
+            JobSpec("lease", lambda ctx: self.renew_lease(), every(lambda s, c: c.lease.total_seconds() / 3),
+                    leader_only=False, run_at_start=True),
+            # Evaluate every rule; also collects the probe and the connection sample, and delivers.
+            # Leadership is checked inside the cycle, which also notices when the database is down.
+            JobSpec("evaluate", lambda ctx: self.cycle(), every(lambda s, c: s.eval_interval),
+                    leader_only=False, run_at_start=True),
+            # Retries and pacing between evaluations.
+            JobSpec("outbox", lambda ctx: self.deliver(), every(lambda s, c: c.outbox_interval.total_seconds())),
+        ]
+
+    def job_context(self) -> JobContext:
+        return JobContext(self.settings, self.config, self.state, self.outbox, self.lease.holder, self.stop_event)
+
     def run(self) -> None:
         """Schedule every job and block until Ctrl-C or SIGTERM."""
-        executor = ThreadPoolExecutor(max_workers=max(4, len(self.jobs) + 1))
+        jobs = [*self.own_jobs(), *self.jobs]
+        executor = ThreadPoolExecutor(max_workers=max(4, len(jobs) + 1))
         scheduler = BlockingScheduler(
             timezone=timezone.utc,
             executors={"default": executor},
             job_defaults={"coalesce": True, "max_instances": 1,
                           "misfire_grace_time": max(1, int(self.config.misfire_grace.total_seconds()))},
         )
-        context = JobContext(self)
-        for spec in self.jobs:
+        context = self.job_context()
+        for spec in jobs:
             func = spec.resolve()
-            scheduler.add_job(self._guarded(spec, func, context), trigger=spec.trigger(self.settings, self.config),
+            scheduler.add_job(self._guarded(spec, func, context), trigger=spec.make_trigger(self.settings, self.config),
                               id=spec.name, name=spec.name,
                               **({"next_run_time": datetime.now(timezone.utc)} if spec.run_at_start else {}))
 

@@ -25,6 +25,7 @@ PAGES = [
     ("enrollments", "Enrollments", ":material/school:"),
     ("system_health", "System Health", ":material/monitor_heart:"),
     ("alerts", "Alerts", ":material/notifications:"),
+    ("notifications", "Notifications", ":material/outgoing_mail:"),
     ("reports", "Reports", ":material/summarize:"),
     ("stripe", "Stripe", ":material/credit_card:"),
     ("reconciliation", "Reconciliation", ":material/compare_arrows:"),

@@ -1,6 +1,7 @@
 """``python -m metrics``: the metrics tree from the command line.
 
-    python -m metrics snapshot [--at ISO-8601] [--json]
+    python -m metrics snapshot [--at ISO-8601] [--json] [--raw]
+    python -m metrics rollups build|status|verify [--since ISO-8601] [--json]
     python -m metrics indexes [--create]
     python -m metrics reconcile [--since ISO-8601] [--at ISO-8601] [--json] [--sync]
 """
@@ -12,11 +13,12 @@ import json
 import logging
 import os
 import sys
-from datetime import datetime
+from datetime import datetime, timezone
 
 from pymongo.errors import PyMongoError
 
 from metrics import format as fmt
+from metrics import rollups
 from metrics.db import DataSourceUnavailable, source
 from metrics.indexes import INDEXES, ensure_indexes, missing_indexes
 from metrics.settings import SettingsError, load_settings
@@ -41,6 +43,19 @@ def _parser() -> argparse.ArgumentParser:
     snap.add_argument("--at", type=_instant, default=None, metavar="ISO-8601",
                       help="evaluate at this instant instead of now, e.g. 2026-11-26T12:00:00Z")
     snap.add_argument("--json", action="store_true", help="print the snapshot JSON (docs/metrics.md)")
+    snap.add_argument("--raw", action="store_true",
+                      help="compute every figure from the raw documents, not the rollups (the verification path; "
+                           "its cost grows with the history)")
+    roll = sub.add_parser("rollups", help="build, inspect or verify the rollups the figures are read from",
+                          description="The rollups are per-15-minute buckets of every figure, kept in PAYWATCH_DB "
+                                      "(docs/metrics.md, 'Rollups'). 'build' builds them from scratch with progress "
+                                      "on stderr; 'status' says how fresh each collection's are; 'verify' compares "
+                                      "closed buckets with the raw documents and repairs any that differ.")
+    roll.add_argument("action", choices=("build", "status", "verify"))
+    roll.add_argument("--since", type=_instant, default=None, metavar="ISO-8601",
+                      help="verify: from this instant (default: the oldest bucket, i.e. the whole history)")
+    roll.add_argument("--no-repair", action="store_true", help="verify: report differences without repairing them")
+    roll.add_argument("--json", action="store_true", help="print the result as JSON")
     idx = sub.add_parser("indexes", help="list the indexes the metrics need; --create makes the missing ones",
                          description="List the indexes Paywatch's queries need and which are missing.")
     idx.add_argument("--create", action="store_true",
@@ -128,6 +143,49 @@ def _stripe_rows(stripe: dict) -> list[tuple[str, str | None]]:
     ]
 
 
+def _rollups(args, settings, src) -> int:
+    attached = rollups.attach(src, settings, refresh=False, progress=True)
+    store = attached.rollups
+    if args.action == "build":
+        result = {"built": store.build()}
+    elif args.action == "verify":
+        store.refresh()
+        end = datetime.now(timezone.utc)
+        start = args.since or store.oldest() or end
+        report = store.verify(start, end, repair=not args.no_repair)
+        result = {"verified": {"from": start, "to": end},
+                  "series": {name: {"checked": r["checked"], "differ": len(r["differ"]),
+                                    "first_differing": r["differ"][:5]} for name, r in report.items()}}
+    else:
+        result = store.status()
+    if args.json:
+        json.dump(to_json(result), sys.stdout, indent=2)
+        print()
+        return 0
+    if args.action == "build":
+        for key, n in result["built"].items():
+            print(f"built {key}: {fmt.count(n)} documents")
+    elif args.action == "verify":
+        for name, r in result["series"].items():
+            state = "ok" if not r["differ"] else f"{r['differ']} differed" + ("" if args.no_repair else ", repaired")
+            print(f"  {name:<20} {fmt.count(r['checked'])} buckets checked: {state}")
+        differ = sum(r["differ"] for r in result["series"].values())
+        return 3 if differ and args.no_repair else 0
+    else:
+        print("Rollups (docs/metrics.md, 'Rollups')")
+        for key, st in result.items():
+            if key == "verification":
+                print(f"  last verification: {st['verified_at'] or 'never'}")
+                continue
+            if not st["built_at"]:
+                print(f"  {key:<15} not built (built on first use, or: python -m metrics rollups build)")
+                continue
+            mode = "change stream" if st["mode"] == "change_stream" else "trailing window (no change streams)"
+            print(f"  {key:<15} {fmt.count(st['buckets'])} buckets, kept fresh by {mode}, "
+                  f"last refreshed {st['lag_s']} s ago")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -135,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         src = source(settings)
         if args.command == "snapshot":
+            if not args.raw:
+                src = rollups.attach(src, settings, progress=True)
             snap = build_snapshot(src, settings, args.at)
             if args.json:
                 json.dump(to_json(snap), sys.stdout, indent=2)
@@ -153,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{state} {getattr(src.schema, spec.collection).name} {{{keys}}}  # {spec.why}")
                 if missing:
                     print(f"\n{len(missing)} missing; create them with: python -m metrics indexes --create")
+        elif args.command == "rollups":
+            return _rollups(args, settings, src)
         elif args.command == "reconcile":
             return reconcile_cli.run(args, settings, src)
     except SettingsError as exc:

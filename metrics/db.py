@@ -16,6 +16,7 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from metrics.embedded import EmbeddedMongo, EmbeddedServerError
+from metrics.redact import redact
 from metrics.schema import Schema
 from metrics.settings import Settings
 
@@ -166,7 +167,7 @@ def _describe(exc: PyMongoError) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     # pymongo appends its whole topology description; the first part names the host and the cause.
     text = text.split(", Timeout:")[0]
-    return f"{type(exc).__name__}: {text[:300]}"
+    return f"{type(exc).__name__}: {redact(text)}"
 
 
 def read_preference(name: str):

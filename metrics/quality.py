@@ -7,7 +7,10 @@ counts the rest.  A string amount such as ``"250"`` is invalid, never 0.
 
 from __future__ import annotations
 
-from bson import Int64
+import math
+from datetime import datetime
+
+from bson import Decimal128, Int64
 
 from metrics.db import Source
 from metrics.schema import ENROLLMENT_STATUSES, PAYMENT_STATUSES, WEBHOOK_STATUSES, WINDOW_FIELD, Schema
@@ -53,6 +56,36 @@ def valid_filter(key: str, schema: Schema, window_condition: dict | None = None)
         checks.append(_integral_amount(schema))
     query["$expr"] = {"$and": checks}
     return query
+
+
+def is_valid(key: str, doc: dict) -> bool:
+    """``valid_filter`` in Python, for a document already read under our field names.
+
+    The rollups read documents with a plain indexed ``find`` (SecantusDB runs
+    ``$expr`` slowly) and keep the valid ones with this; the two definitions
+    are held together by the malformed-document tests, which run on both paths.
+    """
+    if not isinstance(doc.get(WINDOW_FIELD[key]), datetime):
+        return False
+    status = doc.get("status")
+    if not isinstance(status, str) or status not in STATUSES[key]:
+        return False
+    if key == "payments":
+        return _valid_amount(doc.get("amount"))
+    return True
+
+
+def _valid_amount(amount) -> bool:
+    if isinstance(amount, bool):
+        return False
+    if isinstance(amount, int):
+        return -AMOUNT_LIMIT <= amount <= AMOUNT_LIMIT
+    if isinstance(amount, float):
+        return math.isfinite(amount) and amount.is_integer() and -AMOUNT_LIMIT <= amount <= AMOUNT_LIMIT
+    if isinstance(amount, Decimal128):
+        value = amount.to_decimal()
+        return value.is_finite() and value == value.to_integral_value() and -AMOUNT_LIMIT <= value <= AMOUNT_LIMIT
+    return False
 
 
 def valid_stages(key: str, schema: Schema, indexed: dict, window_condition: dict | None = None) -> list[dict]:

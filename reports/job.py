@@ -2,7 +2,7 @@
 
 Every run asks one question: is a week's report due (its send time, Monday
 09:00 local by default, has passed) and not yet delivered?  Then it builds
-the report, posts the summary through the alert outbox (Slack, or the
+the report, posts the summary through the outbox of ``notify`` (Slack, or the
 console without Slack) and, with a bot token, uploads the HTML file to the
 same channel with ``files_upload_v2``.  An incoming webhook cannot carry a
 file, so with one only the summary is posted.
@@ -37,16 +37,23 @@ from datetime import datetime, time, timedelta, timezone
 from typing import Callable, Literal
 from zoneinfo import ZoneInfo
 
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pymongo import ReturnDocument
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
-from alerts.channels.slack import SlackChannel, escape
-from alerts.config import AlertsConfig, Duration, one_line
+from alerts.config import Duration, one_line
 from metrics.db import source
+from metrics.redact import describe, settings_secrets
 from metrics.settings import Settings, SettingsError
 from metrics.windows import iso, utc
+from notify.channels.slack import SlackChannel, escape
+from notify.message import REPORT
+from notify.options import DeliveryOptions
 from reports.model import Report, build_report
 from reports.periods import Period, last_complete_week, week_period
 from reports.render import file_name, render
@@ -58,6 +65,8 @@ CLAIMED, RETRY, SENT, FAILED = "claimed", "retry", "sent", "failed"
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 REPORTS_PAGE = "reports"
 UPLOAD_TIMEOUT_S = 120  # the HTML is about 5 MB (plotly.js inlined)
+# The catch-up check: one ``find_one`` when nothing is due.
+REPORT_CHECK_SECONDS = 60
 
 Enqueue = Callable[[str, dict], object]
 Upload = Callable[[Report, bytes], dict]
@@ -127,8 +136,20 @@ def report_id(period: Period) -> str:
 
 # -- the job ----------------------------------------------------------------------------
 
+def weekly_report_trigger(settings: Settings, alerts: DeliveryOptions) -> BaseTrigger:
+    """At the ``[reports]`` send time, and every minute to catch up and retry (see the module doc)."""
+    reports = load_config(settings)  # a bad [reports] table stops the worker at start, in one line
+    clock = reports.clock
+    return OrTrigger([
+        CronTrigger(day_of_week=DAYS.index(reports.weekday), hour=clock.hour, minute=clock.minute,
+                    timezone=settings.tz),
+        IntervalTrigger(seconds=REPORT_CHECK_SECONDS),
+    ])
+
+
 def run_weekly_job(ctx) -> str:
-    """The worker's entry point (``alerts.jobs.JobSpec``); returns what happened, for the log."""
+    """The worker's entry point (a job of ``python -m alerts run``): ``ctx`` gives the settings, the
+    state database, ``enqueue`` (the outbox), the delivery settings and the lease holder's name."""
     settings = ctx.settings
     config = load_config(settings)
     if not config.enabled:
@@ -137,7 +158,7 @@ def run_weekly_job(ctx) -> str:
     period = due_week(now, config, settings.tz)
     outcome = deliver_weekly_report(
         settings, ctx.state_db, period, config, now=now, enqueue=ctx.enqueue,
-        upload=slack_uploader(settings, ctx.config, config), holder=ctx.worker.lease.holder)
+        upload=slack_uploader(settings, ctx.config, config), holder=ctx.holder)
     if outcome not in ("done", "busy"):
         log.info("weekly report %s: %s", period.label, outcome)
     return outcome
@@ -174,7 +195,7 @@ def deliver_weekly_report(settings: Settings, state: Database, period: Period, c
         log.info("weekly report %s: summary queued%s", period.label, ", HTML uploaded" if upload else "")
         return SENT
     except Exception as exc:  # noqa: BLE001 - any failure is recorded and retried, never lost
-        error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
+        error = describe(exc, secrets=settings_secrets(settings), limit=300)
         outcome = FAILED if claim["attempts"] >= config.max_attempts else RETRY
         coll.update_one({"_id": doc_id, "claimed_by": holder},
                         {"$set": {"state": outcome, "error": error, "retry_at": now + config.retry_after}})
@@ -218,7 +239,7 @@ def _upload_once(coll, doc_id: str, holder: str, upload: Upload, report: Report)
 # -- Slack --------------------------------------------------------------------------------
 
 def summary_message(report: Report, settings: Settings, *, uploading: bool) -> dict:
-    """The summary in the alert messages' shape (:mod:`alerts.messages`), so every alert channel
+    """The summary in the delivery layer's message shape (:mod:`notify.message`), so every channel
     posts it and escapes it its own way (Slack: ``&``, ``<``, ``>``)."""
     summary = report.summary
     period = report.period
@@ -230,7 +251,7 @@ def summary_message(report: Report, settings: Settings, *, uploading: bool) -> d
                    "in the dashboard (Reports), or: python -m reports weekly --week " + period.label])
     details = [f"Target missed: {line}" for line in summary.missed] + [f"At risk: {line}" for line in summary.at_risk]
     return {
-        "kind": "report", "reason": "report", "rule_id": None, "subject": "", "severity": "info",
+        "kind": REPORT, "reason": "report", "rule_id": None, "subject": "", "severity": "info",
         "title": f"Paywatch weekly report {period.label}",
         "headline": f"Weekly report {period.label} ({period.first_day:%d %b} – {period.last_day:%d %b}): "
                     f"{summary.headline}",
@@ -242,9 +263,9 @@ def summary_message(report: Report, settings: Settings, *, uploading: bool) -> d
     }
 
 
-def slack_uploader(settings: Settings, alerts: AlertsConfig, config: ReportsConfig) -> Upload | None:
-    """An upload of the HTML to ``SLACK_CHANNEL`` with the bot token, through the alerts' Slack channel
-    class; ``None`` without a bot token (an incoming webhook cannot carry files)."""
+def slack_uploader(settings: Settings, alerts: DeliveryOptions, config: ReportsConfig) -> Upload | None:
+    """An upload of the HTML to ``SLACK_CHANNEL`` with the bot token, through the delivery layer's Slack
+    channel class; ``None`` without a bot token (an incoming webhook cannot carry files)."""
     if not config.upload_html or settings.slack_bot_token is None or not settings.slack_channel:
         return None
     if settings.slack_channel.startswith("#"):

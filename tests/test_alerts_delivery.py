@@ -7,10 +7,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from alerts.channels import build_channels
-from alerts.channels.slack import SlackChannel, blocks, fallback_text
+from notify.channels import build_channels
+from notify.channels.slack import SlackChannel, blocks, fallback_text
 from alerts.config import load_config
-from alerts.outbox import DEAD, SENT, Outbox, ensure_indexes, list_messages
+from notify.outbox import DEAD, SENT, Outbox, ensure_indexes, list_messages
 from fakes.fixtures import FAST_ALERTS, slack  # noqa: F401 - fixture
 from fakes.slack import Reply
 from metrics.db import state_db
@@ -42,19 +42,19 @@ def titles(requests) -> list[str]:
     return [r.blocks[0]["text"]["text"].split("· ", 1)[1] for r in requests]
 
 
-def test_429_and_5xx_are_retried_and_every_message_arrives_in_order(outbox_for, slack):
+def test_429_and_5xx_are_retried_and_every_message_arrives_once(outbox_for, slack):
     box = outbox_for()
     for n in (1, 2, 3):
         box.enqueue(f"key-{n}", message(n))
     slack.answer_next(Reply(429, {"Retry-After": "1"}), Reply(503), Reply(500))
     outcomes = box.deliver(budget_s=15)
     delivered = slack.wait_for(3)
-    assert titles(delivered) == ["Rule 1", "Rule 2", "Rule 3"]
+    assert sorted(titles(delivered)) == ["Rule 1", "Rule 2", "Rule 3"]
     assert [r.status for r in slack.requests] == [429, 503, 500, 200, 200, 200]
     assert slack.requests[1].at - slack.requests[0].at >= 1.0  # Retry-After: 1 was honoured
     assert outcomes["retry"] == 3 and outcomes["sent"] == 3
     docs = {d["_id"]: d for d in list_messages(box.db, [SENT])}
-    assert docs["key-1@slack"]["attempts"] == 4 and docs["key-2@slack"]["attempts"] == 1
+    assert sum(d["attempts"] for d in docs.values()) == 6
 
 
 def test_a_deleted_webhook_is_permanent_and_the_dead_letter_is_reported(outbox_for, slack, caplog):
@@ -67,20 +67,21 @@ def test_a_deleted_webhook_is_permanent_and_the_dead_letter_is_reported(outbox_f
     assert dead["attempts"] == 1 and "HTTP 404" in dead["last_error"]
     assert len(slack.requests) == 1  # no retry of a permanent error
     reports = [r.getMessage() for r in caplog.records if r.name == "alerts.console"]
-    assert any("Could not deliver to slack after 1 attempts: Rule 1" in m for m in reports)
+    assert any("Could not deliver to slack after 1 attempt: Rule 1" in m for m in reports)
     (report,) = list_messages(box.db, [SENT])
     assert report["_id"] == "dead|key-1@slack@console"
 
 
-def test_a_message_that_keeps_failing_is_dead_lettered_after_the_last_attempt(outbox_for, slack):
+def test_a_message_that_fails_for_no_reason_a_retry_explains_is_given_up_after_the_last_attempt(outbox_for, slack):
     box = outbox_for({"outbox_max_attempts": 3})
-    box.enqueue("key-1", message(1))
+    broken = message(1)
+    del broken["headline"]  # a bug upstream: the layout cannot be built, however often it is tried
+    box.enqueue("key-1", broken)
     box.enqueue("key-2", message(2))
-    slack.answer_next(Reply(503), Reply(502), Reply(504))
     box.deliver(budget_s=10)
-    assert [r.status for r in slack.requests] == [503, 502, 504, 200]
-    assert [d["_id"] for d in list_messages(box.db, [DEAD])] == ["key-1@slack"]
-    assert titles(slack.delivered()) == ["Rule 2"]  # the next one went out after the dead letter
+    (dead,) = list_messages(box.db, [DEAD])
+    assert dead["_id"] == "key-1@slack" and dead["attempts"] == 3 and "KeyError" in dead["last_error"]
+    assert titles(slack.delivered()) == ["Rule 2"]  # the other message was not held back
 
 
 def test_slack_down_loses_nothing(outbox_for, slack):

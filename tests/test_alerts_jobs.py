@@ -14,13 +14,13 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from alerts import worker as worker_mod
-from alerts.jobs import JOBS, REPORT_CHECK_SECONDS, STRIPE_FIRST_SYNC_DELAY
+from alerts.jobs import JOBS, STRIPE_FIRST_SYNC_DELAY, JobSpec
 from alerts.worker import Worker
 from fakes.fixtures import FAST_ALERTS, slack  # noqa: F401 - fixture
 from fakes.stripe_extras import localstripe, shop, stripe_fake, stripe_front  # noqa: F401 (fixtures)
 from metrics.settings import SettingsError
 from metrics.stripe import store
-from reports.job import COLLECTION, due_week, load_config, report_id
+from reports.job import COLLECTION, REPORT_CHECK_SECONDS, due_week, load_config, report_id
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -102,6 +102,24 @@ def test_the_default_report_time_is_monday_nine_local(make_worker, scheduled):
 def test_a_bad_reports_table_stops_the_worker_at_start_in_one_line(make_worker, scheduled):
     with pytest.raises(SettingsError, match=r"\[reports\]\.time"):
         scheduled(make_worker(reports={"time": "25:00"}))
+
+
+@pytest.mark.parametrize("func, trigger", [("reports.job:no_such_job", "reports.job:weekly_report_trigger"),
+                                           ("reports.job:run_weekly_job", "no_such_module:trigger")])
+def test_a_job_or_trigger_path_that_does_not_load_stops_the_worker_at_start_in_one_line(make_worker, scheduled,
+                                                                                      func, trigger):
+    worker = make_worker()
+    worker.jobs = [JobSpec("broken", func, trigger)]
+    with pytest.raises(SettingsError, match=r"^job broken: cannot load"):
+        scheduled(worker)
+
+
+def test_a_job_gets_the_settings_the_database_the_outbox_and_the_holder_not_the_worker(make_worker):
+    worker = make_worker(holder="replica-1")
+    ctx = worker.job_context()
+    assert (ctx.settings, ctx.state_db, ctx.outbox, ctx.holder) == (worker.settings, worker.state, worker.outbox,
+                                                                    "replica-1")
+    assert not hasattr(ctx, "worker")
 
 
 def test_the_scheduled_mirror_job_syncs_when_stripe_is_configured(make_worker, scheduled, localstripe, stripe_fake, shop):

@@ -36,3 +36,12 @@ def test_a_second_holder_waits_until_the_lease_is_released(mongo_client, db_name
     assert second.acquire()
     assert second.fence == first.fence + 1
     assert not first.check()
+
+
+def test_a_dropped_lease_is_not_used_until_it_is_acquired_again(mongo_client, db_names):
+    # What the worker does when a newer leader's fence refused its write.
+    lease = Lease(mongo_client[db_names[1]], timedelta(seconds=30), holder="worker-a")
+    assert lease.acquire() and lease.held
+    lease.drop()
+    assert not lease.held and not lease.check()
+    assert lease.acquire() and lease.check()

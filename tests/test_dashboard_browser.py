@@ -40,7 +40,7 @@ pytestmark = pytest.mark.browser
 PAGES = [("overview", "Overview", "stMetric"), ("payments", "Payments", "stMetric"),
          ("webhooks", "Webhooks", "stMetric"), ("enrollments", "Enrollments", "stMetric"),
          ("system_health", "System Health", "stMetric"), ("alerts", "Alerts", "stMetric"),
-         ("reports", "Reports", "stDownloadButton"), ("stripe", "Stripe", "stMetric"),
+         ("notifications", "Notifications", "stDataFrame"), ("reports", "Reports", "stDownloadButton"), ("stripe", "Stripe", "stMetric"),
          ("reconciliation", "Reconciliation", "stMetric")]
 SECTIONS = ["Payments", "Webhooks", "Enrollments", "System Health"]
 

@@ -13,8 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from alerts.channels.slack import blocks
-from alerts.jobs import JobContext
+from notify.channels.slack import blocks
 from alerts.worker import Worker
 from fakes.slack import FakeSlack, Reply
 from metrics import db as dbmod
@@ -96,7 +95,7 @@ def test_a_bad_reports_table_stops_with_one_line(make_settings, table, words):
 def test_the_job_posts_the_summary_and_uploads_the_html_once_even_when_run_twice(bot_settings, slack):
     settings = bot_settings()
     w = worker(settings)
-    ctx = JobContext(w)
+    ctx = w.job_context()
     assert run_weekly_job(ctx) == "sent"
     assert run_weekly_job(ctx) == "done"
     deliver_all(w)
@@ -128,7 +127,7 @@ def test_two_workers_at_the_same_moment_post_one_report(bot_settings, slack):
 
     def run(w: Worker) -> None:
         start.wait()
-        outcomes.append(run_weekly_job(JobContext(w)))
+        outcomes.append(run_weekly_job(w.job_context()))
 
     threads = [threading.Thread(target=run, args=(w,)) for w in workers]
     for t in threads:
@@ -152,7 +151,7 @@ def test_a_run_that_died_holding_the_week_is_finished_after_its_claim_expires_wi
                                   "claimed_until": long_ago, "attempts": 1, "start": period.window.start,
                                   "file": {"id": "F0EARLIER", "channel": CHANNEL}})
     w = worker(settings)
-    assert run_weekly_job(JobContext(w)) == "sent"
+    assert run_weekly_job(w.job_context()) == "sent"
     deliver_all(w)
     assert slack.paths().count(COMPLETE_URL) == 0  # the file went out before the crash
     assert slack.paths().count("/api/chat.postMessage") == 1
@@ -167,7 +166,7 @@ def test_a_claim_held_by_a_live_run_is_left_alone(bot_settings, slack):
     soon = datetime.now(timezone.utc) + timedelta(minutes=20)
     state[COLLECTION].insert_one({"_id": report_id(period), "state": CLAIMED, "claimed_by": "busy-worker",
                                   "claimed_until": soon, "attempts": 1})
-    assert run_weekly_job(JobContext(worker(settings))) == "busy"
+    assert run_weekly_job(worker(settings).job_context()) == "busy"
     assert slack.paths() == []
 
 
@@ -201,7 +200,7 @@ def test_a_failed_delivery_is_recorded_and_retried_later(make_settings, slack):
 def test_with_an_incoming_webhook_only_the_summary_is_posted(make_settings, slack):
     settings = make_settings(timezone="Europe/Berlin", SLACK_WEBHOOK_URL=slack.webhook_url, alerts={"pace": 0})
     w = worker(settings)
-    assert run_weekly_job(JobContext(w)) == "sent"
+    assert run_weekly_job(w.job_context()) == "sent"
     deliver_all(w)
     assert slack.paths() == ["/services/T000/B000/XXXXXXXX"]
     posted = slack.delivered()[0]

@@ -98,3 +98,30 @@ def test_the_client_repr_never_shows_the_key(stripe_settings, localstripe):
     api = stripe_api(stripe_settings)
     assert localstripe.api_key not in repr(api)
     assert localstripe.api_key not in repr(stripe_settings)
+
+
+def test_the_fake_refuses_a_parameter_stripe_does_not_take_as_stripe_does(stripe_fake, localstripe):
+    api = api_for(stripe_fake, localstripe)
+
+    with pytest.raises(StripeCallError) as unknown:
+        api.list_page("charges", {"delivery_success": False})  # an Events parameter, not a Charges one
+    with pytest.raises(StripeCallError) as too_many:
+        StripeAPI(localstripe.api_key, api_base=stripe_fake.url,
+                  options=StripeOptions(**{**FAST.__dict__, "page_size": 101})).list_page("refunds", {})
+
+    assert unknown.value.permanent and unknown.value.status == 400
+    assert "delivery_success" in str(unknown.value)
+    assert too_many.value.permanent and too_many.value.status == 400
+
+
+def test_the_fake_lists_newest_first_and_pages_with_starting_after(stripe_fake, localstripe):
+    from fakes import stripe_objects as so
+
+    made = [stripe_fake.add("payment_intents", so.payment_intent(created=1_790_000_000 + i)) for i in range(5)]
+    api = api_for(stripe_fake, localstripe, page_size=2)
+
+    first = api.list_page("payment_intents", {"created": {"gt": 1_790_000_000}})
+    second = api.list_page("payment_intents", {"created": {"gt": 1_790_000_000}, "starting_after": first.data[-1]["id"]})
+
+    assert [p["id"] for p in first.data + second.data] == [p["id"] for p in reversed(made[1:])]
+    assert first.has_more and not second.has_more

@@ -26,7 +26,8 @@ def test_every_key_of_the_snapshot_is_named():
 
 def test_every_rule_metric_is_documented():
     for fn in (metrics.disputes_created_count, metrics.webhook_backlog_count, metrics.endpoint_problem_count,
-               metrics.api_unreachable_minutes, reconcile.persistent_mismatch_count):
+               metrics.api_unreachable_minutes, reconcile.persistent_mismatch_count, metrics.endpoint_failing_hours,
+               reconcile.retention_risk_count):
         assert f"{fn.__name__}(" in DOC, fn.__name__
 
 
@@ -35,3 +36,10 @@ def test_every_resource_the_client_reads_needs_a_named_permission():
              "events": "Events", "webhook_endpoints": "Webhook Endpoints"}
     assert set(names) == set(RESOURCES)
     assert [n for n in names.values() if f"| {n}" not in DOC] == []
+
+
+def test_the_delivery_retention_and_safety_rules_are_explained():
+    for words in ("Delivery success is **unknown**", "30 days", "25 days", "How each proposed fix was made safe",
+                  "Idempotency-Key", "$setOnInsert", "stripe events resend", "delivery_success=false"):
+        assert words in DOC, words
+    assert f"{metrics.RETENTION_WARN_DAYS} days" in DOC and f"{metrics.ENDPOINT_FAILING_HOURS} hours" in DOC

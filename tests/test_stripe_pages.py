@@ -101,7 +101,7 @@ def test_the_reconciliation_page_lists_each_mismatch_with_its_link_and_fix(synce
     assert all(table["Fix"])
     # Labels are Markdown: the platform's ids arrive escaped (md), never as links or formatting.
     assert {e.label.split(" · ")[1] for e in app.expander} == {md(pi) for pi in table["Payment"]}
-    assert any("db.payments.insertOne" in c.value for c in app.code)
+    assert any('db.payments.updateOne(' in c.value and '"$setOnInsert"' in c.value for c in app.code)
     assert list(table["Customer"]) .count("=***@example.com") == 1  # masked on screen
     assert stripe_fake.calls() == []
 
@@ -124,3 +124,41 @@ def test_the_csv_export_neutralises_spreadsheet_formulas():
     row = next(csv.DictReader(io.StringIO(data.decode())))
     assert row["customer"].startswith("'=")
     assert row["detail"] == "'+1" and row["fix"] == "'-2" and row["fix_command"] == "'@SUM(A1)"
+
+
+def test_the_stripe_page_lists_undelivered_events_per_endpoint_and_how_to_resend_them(
+        stripe_fake, stripe_settings, monkeypatch, mongo_uri, db_names, localstripe, tmp_path):
+    for name, value in {"MONGODB_URI": mongo_uri, "PAYWATCH_SOURCE_DB": db_names[0], "PAYWATCH_DB": db_names[1],
+                        "STRIPE_API_KEY": localstripe.api_key, "STRIPE_API_BASE": stripe_fake.url}.items():
+        monkeypatch.setenv(name, value)
+    endpoint = stripe_fake.add_endpoint("https://api.example.com/api/webhooks/stripe", list(sm.GUIDE_EVENTS))
+    event = stripe_fake.add_event("payment_intent.succeeded", {"id": "pi_a", "object": "unknown"},
+                                  created=int(datetime.now(UTC).timestamp()) - 7 * 3600, pending=1)
+    assert sync(stripe_settings, FAST).ok
+    stripe_fake.requests.clear()
+
+    app = open_page(tmp_path, datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1))
+
+    warnings = [w.value for w in app.warning]
+    assert any(md("https://api.example.com/api/webhooks/stripe") in w and "failing since" in w for w in warnings), warnings
+    assert any(f"stripe events resend {event['id']} --webhook-endpoint={endpoint['id']}" in c.value for c in app.code)
+    assert stripe_fake.calls() == []
+
+
+def test_the_reconciliation_page_warns_about_what_leaves_stripes_30_days(stripe_fake, stripe_settings, monkeypatch,
+                                                                          mongo_uri, db_names, localstripe, tmp_path):
+    from fakes import stripe_objects as so
+
+    for name, value in {"MONGODB_URI": mongo_uri, "PAYWATCH_SOURCE_DB": db_names[0], "PAYWATCH_DB": db_names[1],
+                        "STRIPE_API_KEY": localstripe.api_key, "STRIPE_API_BASE": stripe_fake.url}.items():
+        monkeypatch.setenv(name, value)
+    old = int(datetime.now(UTC).timestamp()) - 26 * 86400
+    lost = stripe_fake.add("payment_intents", so.payment_intent(created=old))
+    stripe_fake.add_event("payment_intent.succeeded", lost, created=old)
+    next_second()
+    assert sync(stripe_settings, FAST).ok
+
+    app = open_reconciliation(tmp_path, datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5))
+
+    assert any("older than 25 days" in w.value for w in app.warning)
+    assert lost["id"] in list(app.dataframe[0].value["Object"])

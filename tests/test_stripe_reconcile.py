@@ -7,99 +7,15 @@ import json
 from argparse import Namespace
 from datetime import datetime, timedelta, timezone
 
-import pytest
-from bson import ObjectId
-
-from fakes.stripe_extras import localstripe, next_second, shop, stripe_fake, stripe_front, stripe_settings  # noqa: F401 (fixtures)
+from fakes.stripe_extras import localstripe, shop, stripe_fake, stripe_front, stripe_settings  # noqa: F401 (fixtures)
+from fakes.stripe_records import FAST, Platform, kinds_by_pi, messy, platform, run_reconcile, settle_and_sync  # noqa: F401
 from metrics import db as dbmod
 from metrics.stripe import cli
-from metrics.stripe.client import StripeOptions
 from metrics.stripe.mirror import sync
-from metrics.stripe.reconcile import KINDS, persistent_mismatch_count, reconcile, rows_for_export
+from metrics.stripe.reconcile import KINDS, persistent_mismatch_count, rows_for_export
 from metrics.stripe.store import mirror_store
-from metrics.windows import Window
 
 UTC = timezone.utc
-FAST = StripeOptions(max_requests_per_second=0, max_network_retries=1, connect_timeout_s=2, read_timeout_s=10)
-
-
-class Platform:
-    """Writes the platform's records as its code would (default field names unless mapped)."""
-
-    def __init__(self, db, schema):
-        self.db, self.p, self.e = db, schema.payments, schema.enrollments
-
-    def record(self, pi: dict | None, *, status: str = "completed", amount: int | None = None,
-               currency: str | None = None, enrollment: str | None = "active", payment_id: str | None = None,
-               created: datetime | None = None) -> ObjectId:
-        created = created or datetime.fromtimestamp(pi["created"], UTC)
-        oid = ObjectId()
-        p = self.p
-        doc = {"_id": oid, p["paymentId"]: payment_id or pi["id"],
-               p["amount"]: amount if amount is not None else pi["amount"],
-               p["currency"]: currency or pi["currency"], p["status"]: status, p["customerId"]: "cus_1",
-               p["customerEmail"]: "jane.doe@example.com", p["serviceId"]: "svc-yoga", p["createdAt"]: created}
-        if status in ("completed", "refunded"):
-            doc[p["completedAt"]] = created + timedelta(seconds=1)
-        if status == "refunded":
-            doc[p["refundedAt"]] = created + timedelta(seconds=2)
-        self.db[p.name].insert_one(doc)
-        if enrollment:
-            paid = {"active": "paid", "refunded": "refunded", "pending": "pending", "cancelled": "failed"}[enrollment]
-            self.db[self.e.name].insert_one({self.e["paymentId"]: oid, self.e["status"]: enrollment,
-                                             self.e["paymentStatus"]: paid, self.e["customerId"]: "cus_1",
-                                             self.e["serviceId"]: "svc-yoga", self.e["createdAt"]: created})
-        return oid
-
-
-@pytest.fixture
-def platform(platform_db, stripe_settings):
-    return Platform(platform_db, stripe_settings.schema)
-
-
-def settle_and_sync(settings) -> None:
-    """Sync once the clock has left the second of the last payment (the mirror vouches for whole seconds)."""
-    next_second()
-    assert sync(settings, FAST).ok
-
-
-def run_reconcile(settings, at: datetime | None = None, **kwargs) -> dict:
-    at = at or datetime.now(UTC) + timedelta(seconds=2)
-    return reconcile(dbmod.source(settings), mirror_store(settings), Window(at - timedelta(hours=2), at), at, **kwargs)
-
-
-def kinds_by_pi(result: dict) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
-    for m in result["mismatches"]:
-        out.setdefault(m["payment_intent"], set()).add(m["kind"])
-    return out
-
-
-@pytest.fixture
-def messy(shop, platform, stripe_settings):
-    """One payment per mismatch kind, and one that is fine."""
-    cases = {}
-    cases["fine"] = shop.pay()
-    platform.record(cases["fine"])
-    cases["missing_in_db"] = shop.pay()
-    cases["not_completed_in_db"] = shop.pay()
-    platform.record(cases["not_completed_in_db"], status="processing", enrollment="pending")
-    cases["not_succeeded_in_stripe"] = shop.pay(card=shop.CARD_3DS)  # still waiting for 3-D Secure
-    platform.record(cases["not_succeeded_in_stripe"])
-    cases["amount_or_currency_mismatch"] = shop.pay(amount=4900)
-    platform.record(cases["amount_or_currency_mismatch"], amount=4000)
-    cases["refunded_not_in_db"] = shop.pay()
-    shop.refund(cases["refunded_not_in_db"]["id"])
-    platform.record(cases["refunded_not_in_db"], enrollment=None)
-    cases["refund_missing_in_stripe"] = shop.pay()
-    platform.record(cases["refund_missing_in_stripe"], status="refunded", enrollment="refunded")
-    cases["refunded_enrollment_active"] = shop.pay()
-    shop.refund(cases["refunded_enrollment_active"]["id"])
-    platform.record(cases["refunded_enrollment_active"], status="refunded", enrollment="active")
-    cases["paid_no_active_enrollment"] = shop.pay()
-    platform.record(cases["paid_no_active_enrollment"], enrollment="pending")
-    settle_and_sync(stripe_settings)
-    return cases
 
 
 def test_each_kind_of_mismatch_is_found_on_its_payment(messy, stripe_settings):
@@ -150,10 +66,11 @@ def test_each_mismatch_links_to_stripe_and_proposes_the_runbook_fix(messy, strip
     by_kind = {m["kind"]: m for m in result["mismatches"]}
     missing = by_kind["missing_in_db"]
     assert missing["stripe_url"] == f"https://dashboard.stripe.com/test/payments/{messy['missing_in_db']['id']}"
-    assert missing["fix_command"].startswith(f'db.payments.insertOne({{paymentId: "{messy["missing_in_db"]["id"]}"')
-    assert 'status: "completed"' in missing["fix_command"]
+    assert missing["fix_command"].startswith(f'db.payments.updateOne({{"paymentId": "{messy["missing_in_db"]["id"]}"}}, '
+                                             '{"$setOnInsert": ')
+    assert '"status": "completed"' in missing["fix_command"]
     refunded = by_kind["refunded_not_in_db"]
-    assert 'status: "refunded"' in refunded["fix_command"] and "db.enrollments.updateOne" in refunded["fix_command"]
+    assert '"status": "refunded"' in refunded["fix_command"] and '"refundedAt": new Date(' in refunded["fix_command"]
     assert by_kind["paid_no_active_enrollment"]["customer"] == "j***@example.com"
     assert all(m["fix"] for m in result["mismatches"])
 
@@ -213,8 +130,8 @@ def test_renamed_fields_and_collections_are_used_in_queries_and_fixes(shop, make
 
     [mismatch] = result["mismatches"]
     assert (mismatch["kind"], mismatch["payment_intent"]) == ("not_completed_in_db", behind["id"])
-    assert mismatch["fix_command"].startswith(f'db.transactions.updateOne({{stripePaymentIntent: "{behind["id"]}"}}, '
-                                              '{$set: {state: "completed"}})')
+    assert mismatch["fix_command"].startswith(f'db.transactions.updateOne({{"stripePaymentIntent": "{behind["id"]}", '
+                                              '"state": "processing"}, {"$set": {"state": "completed", ')
 
 
 def test_the_cli_prints_json_and_a_readable_list(messy, stripe_settings):
@@ -229,8 +146,8 @@ def test_the_cli_prints_json_and_a_readable_list(messy, stripe_settings):
     table = io.StringIO()
     assert cli.run(Namespace(since=None, at=args.at, json=False, sync=False), stripe_settings, out=table) == 0
     text = table.getvalue()
-    assert "8 mismatch(es), 8 older than the 30-minute grace period" in text
-    assert text.count("  Fix: ") == 8
+    assert f"{len(KINDS)} mismatch(es), {len(KINDS)} older than the 30-minute grace period" in text
+    assert text.count("  Fix: ") == text.count("  Check first: ") == len(KINDS)
 
 
 def test_the_cli_says_unknown_and_exits_1_before_any_sync(stripe_settings):

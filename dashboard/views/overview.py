@@ -49,6 +49,11 @@ def alert_line(alert: dict) -> str:
 
 
 def render_alerts(view: View) -> None:
+    beat = view.state(common.worker_heartbeat) or {}
+    if beat.get("delivery_failed"):
+        n = beat["delivery_failed"]
+        st.error(f"**Alert delivery is failing**: {fmt.count(n)} message{'' if n == 1 else 's'} given up, announced "
+                 "on the other channels. See Notifications.", icon=":material/notifications_off:")
     firing = view.state(common.firing_alerts)
     if not firing:
         return

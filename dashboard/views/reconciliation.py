@@ -20,7 +20,7 @@ from metrics import format as fmt
 from metrics.db import DataSourceUnavailable, source
 from metrics.settings import get_settings
 from metrics.stripe.client import StripeOptions
-from metrics.stripe.reconcile import KINDS, reconcile, rows_for_export
+from metrics.stripe.reconcile import KINDS, reconcile, retention_risk, rows_for_export
 from metrics.stripe.store import mirror_store
 from metrics.windows import Window
 from reports.tabular import neutralise
@@ -32,6 +32,16 @@ def load(window: Window, at: datetime) -> dict | None:
     grace = timedelta(minutes=StripeOptions.from_settings(settings).reconcile_grace_minutes)
     try:
         return reconcile(source(settings), mirror_store(settings), window, at, grace=grace, mask=settings.mask_emails)
+    except (DataSourceUnavailable, PyMongoError):
+        return None
+
+
+@st.cache_data(ttl=common.LIVE_TTL_S, max_entries=20, show_spinner=False)
+def load_retention(at: datetime) -> dict | None:
+    settings = get_settings()
+    grace = timedelta(minutes=StripeOptions.from_settings(settings).reconcile_grace_minutes)
+    try:
+        return retention_risk(source(settings), mirror_store(settings), at, grace=grace, mask=settings.mask_emails)
     except (DataSourceUnavailable, PyMongoError):
         return None
 
@@ -52,6 +62,7 @@ def render() -> None:
             st.warning(f"Reconciliation unknown: {md(result['reason'])}.", icon=":material/sync_problem:")
             return
         render_kpis(view, result)
+        render_retention(load_retention(view.at))
         render_mismatches(result)
 
 
@@ -70,6 +81,19 @@ def render_kpis(view: View, result: dict) -> None:
     ])
 
 
+def render_retention(risk: dict | None) -> None:
+    """What is about to leave Stripe's 30 days of events, whatever the range picked."""
+    if not risk or not risk["available"] or not risk["count"]:
+        return
+    st.warning(f"{fmt.count(risk['count'])} older than {risk['warn_days']} days: Stripe keeps events "
+               f"{risk['keep_days']} days, after which they cannot be resent.", icon=":material/hourglass_bottom:")
+    rows = [{"Gone after": m["events_expire_at"], "What": m["title"], "Object": m["payment_intent"],
+             "Do": m["fix"]} for m in risk["mismatches"]]
+    rows += [{"Gone after": e["resend_by"], "What": f"Undelivered {e['type']}", "Object": e["id"],
+              "Do": "; ".join(e["commands"]) or "no enabled endpoint receives it"} for e in risk["events"]]
+    st.dataframe(rows, hide_index=True, width="stretch")
+
+
 def render_mismatches(result: dict) -> None:
     mismatches = result["mismatches"]
     if not mismatches:
@@ -80,7 +104,8 @@ def render_mismatches(result: dict) -> None:
         "Amount": fmt.money(m["stripe_amount"] if m["stripe_amount"] is not None else m["db_amount"], m["currency"])
         if m["currency"] else "–",
         "Stripe": m["stripe_status"], "Database": m["db_status"], "Enrollment": m["enrollment_status"],
-        "Customer": m["customer"], "Persisting": m["persisting"], "Fix": m["fix"], "Open in Stripe": m["stripe_url"],
+        "Customer": m["customer"], "Persisting": m["persisting"], "Check first": m["check_first"], "Fix": m["fix"],
+        "Open in Stripe": m["stripe_url"],
     } for m in mismatches], hide_index=True, width="stretch",
         column_config={"Open in Stripe": st.column_config.LinkColumn("Open in Stripe", display_text="open")})
     st.download_button("Download CSV", data=to_csv(mismatches), file_name="paywatch-reconciliation.csv",
@@ -89,6 +114,7 @@ def render_mismatches(result: dict) -> None:
     for m in mismatches:
         with st.expander(f"{md(m['title'])} · {md(m['payment_intent'])}"):
             st.write(md(m["detail"]))
+            st.write("**Check first:** " + md(m["check_first"]))
             st.write(md(m["fix"]))
             st.code(m["fix_command"], language="javascript")
 

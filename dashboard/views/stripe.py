@@ -90,10 +90,11 @@ def render_kpis(view: View, data: dict) -> None:
              help="The guide subscribes to charge.dispute.created: every dispute needs an answer before its due date."),
         Tile("Open disputes", fmt.count(disputes["open"]) if disputes["available"] else None,
              note=_money(disputes.get("open_amount")) if disputes["available"] else unknown),
-        Tile("Webhook delivery success", fmt.rate(delivery["delivery_success"], 2) if delivery["available"] else None,
-             help="Of the guide's events created in the range and older than 5 minutes, the share Stripe "
-                  "has delivered (pending_webhooks = 0). The guide's target is > 99%.",
-             note=None if delivery["available"] else f"unknown: {delivery['reason']}"),
+        Tile("Webhook delivery success",
+             fmt.rate(delivery["delivery_success"], 2) if delivery["delivery_success"] is not None else None,
+             help="Of the guide's events created in the range and older than 5 minutes that an enabled endpoint "
+                  "receives, the share Stripe has delivered (pending_webhooks = 0). The guide's target is > 99%.",
+             note=f"unknown: {delivery['reason']}" if delivery["delivery_success"] is None and delivery["reason"] else None),
         Tile("Delivery backlog", fmt.count(delivery["backlog"]) if delivery["available"] else None,
              delta_color="inverse", help="Events older than 5 minutes that Stripe is still trying to deliver.",
              note=(f"oldest {delivery['oldest_pending_at']}" if delivery.get("oldest_pending_at") else None)),
@@ -141,10 +142,31 @@ def render_webhooks(data: dict) -> None:
                        "Stripe": e["stripe_url"]} for e in endpoints["items"]],
                      hide_index=True, width="stretch", column_config={"Stripe": LINK})
         st.caption("The guide's endpoint receives " + ", ".join(GUIDE_EVENTS) + ".")
-    if data["pending"]:
-        st.dataframe([{"Created": e["created"], "Event": e["id"], "Type": e["type"],
-                       "Pending deliveries": e["pending_webhooks"], "Stripe": e["stripe_url"]} for e in data["pending"]],
-                     hide_index=True, width="stretch", column_config={"Stripe": LINK})
+        for note in endpoints.get("notes") or []:
+            st.caption(md(note))
+    render_health(data["health"])
+
+
+def render_health(health: dict) -> None:
+    """What Stripe failed to deliver, per endpoint, and the commands that resend it."""
+    if not health["available"]:
+        st.caption(f"Undelivered events unknown: {md(health['reason'])}")
+        return
+    failing = [e for e in health["endpoints"] if e["undelivered"]]
+    for ep in failing:
+        st.warning(f"{md(ep['url'])}: {fmt.count(ep['undelivered'])} undelivered, failing since "
+                   f"{md(ep['failing_since'])} ({ep['failing_hours']:g} h). Stripe emails only after days of "
+                   f"failures, then disables the endpoint.", icon=":material/webhook:")
+    if not health["events"]:
+        st.caption("Stripe has delivered every event of its last 30 days (delivery_success=false lists none).")
+        return
+    st.dataframe([{"Created": e["created"], "Event": e["id"], "Type": e["type"],
+                   "Pending deliveries": e["pending_webhooks"], "Endpoints": ", ".join(e["endpoints"]) or "none",
+                   "Resend by": e["resend_by"], "Stripe": e["stripe_url"]} for e in health["events"]],
+                 hide_index=True, width="stretch", column_config={"Stripe": LINK})
+    if health["replay"]:
+        st.caption("After the outage, resend them (Stripe CLI; the platform ignores an event it already processed):")
+        st.code("\n".join(r["command"] for r in health["replay"]), language="bash")
 
 
 def render_api(api: dict) -> None:

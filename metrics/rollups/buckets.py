@@ -41,7 +41,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Bucket levels, finest first: name -> length.
 LEVELS: dict[str, timedelta] = {"15m": timedelta(minutes=15), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
 FINE = "15m"
-PARENT = {"15m": "1h", "1h": "1d"}
 
 # Durations: bins one percent wide (bin i holds [1.01^i, 1.01^(i+1)) ms); durations <= 0 share one bin.
 BIN_RATIO = 1.01

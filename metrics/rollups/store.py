@@ -42,9 +42,9 @@ from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 from metrics.db import DataSourceUnavailable, Source, describe_error
 from metrics.enrollments import DUPLICATE_STATUSES
-from metrics.quality import COLLECTIONS, valid_filter, valid_stages
+from metrics.quality import COLLECTIONS, is_valid, valid_filter, valid_stages
 from metrics.rollups import buckets as bk
-from metrics.rollups.buckets import FINE, LEVELS, PARENT, Bucket
+from metrics.rollups.buckets import FINE, LEVELS, Bucket
 
 log = logging.getLogger("paywatch.rollups")
 
@@ -65,6 +65,8 @@ INVALIDATING = {"drop", "dropDatabase", "rename", "invalidate"}
 BUILD_BATCH = 2000
 WRITE_BATCH = 500
 VERIFY_STEP = timedelta(days=1)
+HOUR, DAY = "1h", "1d"
+QUARTERS = 4  # 15-minute buckets in an hour document
 
 
 @dataclass(frozen=True)
@@ -106,25 +108,69 @@ def bucket_id(series: str, level: str, start: datetime) -> str:
     return f"{series}|{level}|{start.strftime('%Y-%m-%dT%H:%M')}"
 
 
-def fetch_pipeline(series: Series, src: Source, condition: dict) -> list[dict]:
-    """The valid documents of ``series`` whose time field matches ``condition``, projected to our names."""
-    schema = src.schema
-    coll = getattr(schema, series.collection)
-    window_condition = condition if coll[series.field] == coll[_window_field(series.collection)] else None
-    pipeline = valid_stages(series.collection, schema, {coll[series.field]: condition}, window_condition)
-    project: dict = {f: coll.ref(f) for f in series.fields}
+def read_valid(src: Source, series: Series, condition: dict, batch_size: int = 0):
+    """The valid documents (spec section 3) of ``series`` whose time field matches ``condition``,
+    under our field names: an indexed ``find`` on the time field, validity checked here."""
+    coll = getattr(src.schema, series.collection)
+    fields = {*series.fields, _window_field(series.collection), "status"}
+    if series.collection == "payments":
+        fields.add("amount")
     if series.with_payment:
-        p = schema.payments
-        payment_match = valid_filter("payments", schema)
-        payment_match[p["completedAt"]] = {"$type": "date"}
-        pipeline.append({"$lookup": {
-            "from": p.name, "localField": coll["paymentId"], "foreignField": "_id",
-            "pipeline": [{"$match": payment_match}, {"$project": {"completedAt": p.ref("completedAt")}}],
-            "as": "payment"}})
-        pipeline.append({"$set": {"payment": {"$first": "$payment"}}})
-        project["paymentCompletedAt"] = "$payment.completedAt"
-    pipeline.append({"$project": project})
-    return pipeline
+        fields.add("paymentId")
+    projection = {coll[f]: 1 for f in fields}
+    try:
+        cursor = src.coll(series.collection).find({coll[series.field]: condition}, projection,
+                                                  batch_size=batch_size, max_time_ms=src.max_time_ms)
+        for raw in cursor:
+            doc = {f: bk.get_path(raw, coll[f]) for f in fields}
+            doc["_id"] = raw["_id"]
+            if is_valid(series.collection, doc):
+                yield doc
+    except PyMongoError as exc:
+        raise DataSourceUnavailable(describe_error(exc)) from exc
+
+
+def payment_times(src: Source, ids: list | None = None) -> dict:
+    """``completedAt`` of valid payments that have one: of ``ids``, or of every payment (a build)."""
+    p = src.schema.payments
+    fields = ("createdAt", "status", "amount", "completedAt")
+    query = {p["completedAt"]: {"$type": "date"}}
+    if ids is not None:
+        query = {"_id": {"$in": ids}, **query}
+    try:
+        rows = src.coll("payments").find(query, {p[f]: 1 for f in fields}, batch_size=BUILD_BATCH,
+                                         max_time_ms=src.max_time_ms)
+        out = {}
+        for raw in rows:
+            doc = {f: bk.get_path(raw, p[f]) for f in fields}
+            if is_valid("payments", doc):
+                out[raw["_id"]] = doc["completedAt"]
+        return out
+    except PyMongoError as exc:
+        raise DataSourceUnavailable(describe_error(exc)) from exc
+
+
+def with_payment_times(src: Source, docs: list[dict], times: dict | None = None) -> list[dict]:
+    """Each enrollment with its payment's ``completedAt`` (a valid payment's only).
+
+    The same join as ``metrics.enrollments.latency_pipeline``'s ``$lookup``, done
+    here because SecantusDB runs a ``$lookup`` pipeline as a scan per document.
+    """
+    if times is None:
+        ids = list({d["paymentId"] for d in docs if _hashable(d.get("paymentId")) and d.get("paymentId") is not None})
+        times = payment_times(src, ids) if ids else {}
+    for d in docs:
+        pid = d.get("paymentId")
+        d["paymentCompletedAt"] = times.get(pid) if _hashable(pid) else None
+    return docs
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+        return True
+    except TypeError:
+        return False
 
 
 def _window_field(collection: str) -> str:
@@ -132,17 +178,20 @@ def _window_field(collection: str) -> str:
     return WINDOW_FIELD[collection]
 
 
+def fetch(src: Source, series: Series, start: datetime, end: datetime) -> list[dict]:
+    docs = list(read_valid(src, series, {"$gte": start, "$lt": end}))
+    return with_payment_times(src, docs) if series.with_payment else docs
+
+
 def fold_range(src: Source, series: Series, start: datetime, end: datetime) -> dict[datetime, Bucket]:
     """Fine buckets of ``series`` over ``[start, end)``, folded from the raw documents."""
-    docs = src.aggregate(series.collection, fetch_pipeline(series, src, {"$gte": start, "$lt": end}))
-    return bk.fold_into(docs, series.field, series.fold)
+    return bk.fold_into(fetch(src, series, start, end), series.field, series.fold)
 
 
 def fold_partial(src: Source, series: Series, start: datetime, end: datetime) -> Bucket:
     """One bucket holding every document of ``[start, end)`` (a window's partial edge)."""
-    docs = src.aggregate(series.collection, fetch_pipeline(series, src, {"$gte": start, "$lt": end}))
     out = Bucket()
-    for d in docs:
+    for d in fetch(src, series, start, end):
         series.fold(out, d)
     return out
 
@@ -224,15 +273,9 @@ class Rollups:
         return bool(meta and meta.get("built_at") and meta.get("version") == FORMAT_VERSION
                     and meta.get("schema") == self.hash)
 
-    def _write(self, series: str, level: str, found: dict[datetime, Bucket], starts: Iterable[datetime],
-               version: int) -> None:
-        """Replace the buckets at ``starts`` by ``found`` (empty where absent), unless a later read wrote them."""
-        ops = []
-        for start in starts:
-            bucket = found.get(start) or Bucket()
-            doc = {"_id": bucket_id(series, level, start), "s": series, "l": level, "t": start, "v": version,
-                   **bucket.to_bson()}
-            ops.append(ReplaceOne({"_id": doc["_id"], "v": {"$lte": version}}, doc, upsert=True))
+    def _replace(self, docs: list[dict]) -> None:
+        """Write bucket documents unless a later read already wrote them (``v``, when the read began)."""
+        ops = [ReplaceOne({"_id": d["_id"], "v": {"$lte": d["v"]}}, d, upsert=True) for d in docs]
         for i in range(0, len(ops), WRITE_BATCH):
             try:
                 self.buckets.bulk_write(ops[i:i + WRITE_BATCH], ordered=False)
@@ -241,9 +284,19 @@ class Rollups:
                 if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
                     raise
 
-    def stored(self, series: str, level: str, start: datetime, end: datetime) -> dict[datetime, Bucket]:
-        rows = self.buckets.find({"s": series, "l": level, "t": {"$gte": start, "$lt": end}})
-        return {bk.utc(r["t"]): Bucket.from_bson(r) for r in rows}
+    def _insert(self, docs: list[dict]) -> None:
+        """A build's buckets, written in batches into a series just emptied."""
+        for i in range(0, len(docs), WRITE_BATCH):
+            try:
+                self.buckets.insert_many(docs[i:i + WRITE_BATCH], ordered=False)
+            except BulkWriteError as exc:
+                # Another process built the same buckets at the same time: theirs are as good.
+                if any(e.get("code") != 11000 for e in exc.details.get("writeErrors", [])):
+                    raise
+
+    def hours_stored(self, series: str, start: datetime, end: datetime) -> dict[datetime, list]:
+        rows = self.buckets.find({"s": series, "l": HOUR, "t": {"$gte": start, "$lt": end}})
+        return {bk.utc(r["t"]): _quarters_from(r) for r in rows}
 
     def read_keyed(self, series: str, keys: list[tuple[str, datetime]]) -> dict[tuple[str, datetime], Bucket]:
         """The stored buckets at ``keys`` (level, start), in one query of at most a few ranges.
@@ -252,49 +305,63 @@ class Rollups:
         """
         if not keys:
             return {}
-        by_level: dict[str, list[datetime]] = {}
-        for level, start in keys:
-            by_level.setdefault(level, []).append(start)
-        ors = []
-        for level, starts in by_level.items():
-            for a, b in _runs(sorted(starts), LEVELS[level]):
-                ors.append({"l": level, "t": {"$gte": a, "$lt": b}})
+        hours = sorted({bk.floor(t, HOUR) for level, t in keys if level != DAY})
+        days = sorted({t for level, t in keys if level == DAY})
+        # One (s, l, t) index range per run, at most five for any window: SecantusDB scans the
+        # collection for an $or of them, or for a range on _id.
+        ranges = [(HOUR, a, b) for a, b in _runs(hours, LEVELS[HOUR])] + [(DAY, a, b) for a, b in _runs(days, LEVELS[DAY])]
         try:
-            rows = list(self.buckets.find({"s": series, "$or": ors}))
+            rows = [r for level, a, b in ranges
+                    for r in self.buckets.find({"s": series, "l": level, "t": {"$gte": a, "$lt": b}})]
         except PyMongoError as exc:
             raise DataSourceUnavailable(describe_error(exc)) from exc
-        wanted = set(keys)
+        hour_docs = {bk.utc(r["t"]): _quarters_from(r) for r in rows if r["l"] == HOUR}
+        day_docs = {bk.utc(r["t"]): Bucket.from_bson(r.get("b") or {}) for r in rows if r["l"] == DAY}
         out = {}
-        for r in rows:
-            key = (r["l"], bk.utc(r["t"]))
-            if key in wanted:
-                out[key] = Bucket.from_bson(r)
+        for level, t in keys:
+            if level == DAY:
+                b = day_docs.get(t)
+            else:
+                quarters = hour_docs.get(bk.floor(t, HOUR))
+                if quarters is None:
+                    b = None
+                elif level == HOUR:
+                    b = bk.merge_all(q for q in quarters if q is not None)
+                else:
+                    b = quarters[_quarter(t)]
+            if b is not None:
+                out[(level, t)] = b
         return out
 
-    def _roll_up(self, series: str, fine_starts: Iterable[datetime], version: int) -> None:
-        """Recompute the hours and days above the given fine buckets from what is stored below them."""
-        starts = set(fine_starts)
-        for child, parent in PARENT.items():
-            parents = {bk.floor(t, parent) for t in starts}
-            found = {}
-            for p in parents:
-                kids = self.stored(series, child, p, p + LEVELS[parent])
-                found[p] = bk.merge_all(kids.values())
-            self._write(series, parent, found, parents, version)
-            starts = parents
+    def _write_hours(self, series: str, hours: Iterable[datetime], found: dict[datetime, Bucket], version: int,
+                     insert: bool = False) -> None:
+        by_hour = _by_hour(found)
+        docs = [_hour_doc(series, h, by_hour.get(h, [None] * QUARTERS), version) for h in sorted(set(hours))]
+        self._insert(docs) if insert else self._replace(docs)
+
+    def _roll_up_days(self, series: str, hours: Iterable[datetime], version: int) -> None:
+        """Recompute the days holding ``hours`` from the hours stored under them."""
+        docs = []
+        for day in sorted({bk.floor(h, DAY) for h in hours}):
+            stored = self.hours_stored(series, day, day + LEVELS[DAY])
+            merged = bk.merge_all(q for quarters in stored.values() for q in quarters if q is not None)
+            docs.append(_day_doc(series, day, merged, version))
+        self._replace(docs)
 
     def recompute(self, series: Series, starts: Iterable[datetime]) -> int:
-        """Re-aggregate the fine buckets at ``starts`` from the raw documents; returns how many."""
-        starts = sorted(set(starts))
-        if not starts:
+        """Re-aggregate the hours holding the fine buckets at ``starts`` from the raw documents, then their days.
+
+        Returns how many hours were re-read.
+        """
+        hours = sorted({bk.floor(t, HOUR) for t in starts})
+        if not hours:
             return 0
         version = time.time_ns()
-        for run_start, run_end in _runs(starts):
+        for run_start, run_end in _runs(hours, LEVELS[HOUR]):
             found = fold_range(self.src, series, run_start, run_end)
-            run = [t for t in starts if run_start <= t < run_end]
-            self._write(series.name, FINE, found, run, version)
-        self._roll_up(series.name, starts, version)
-        return len(starts)
+            self._write_hours(series.name, [h for h in hours if run_start <= h < run_end], found, version)
+        self._roll_up_days(series.name, hours, version)
+        return len(hours)
 
     # -- build ---------------------------------------------------------------------
 
@@ -309,23 +376,23 @@ class Rollups:
             total = coll.estimated_document_count()
             for series in series_of(key):
                 found: dict[datetime, Bucket] = {}
-                docs = self._stream(series, {"$type": "date"})
-                for i, d in enumerate(docs, 1):
-                    when = d.get(series.field)
-                    if isinstance(when, datetime):
-                        start = bk.floor(when)
-                        series.fold(found.setdefault(start, Bucket()), d)
-                    if i % BUILD_BATCH == 0:
-                        self.progress(f"{series.name}", i, total)
+                seen = 0
+                times = payment_times(self.src) if series.with_payment else None
+                for batch in _batches(read_valid(self.src, series, {"$type": "date"}, BUILD_BATCH), BUILD_BATCH):
+                    if series.with_payment:
+                        with_payment_times(self.src, batch, times)
+                    for d in batch:
+                        when = d.get(series.field)
+                        if isinstance(when, datetime):
+                            series.fold(found.setdefault(bk.floor(when), Bucket()), d)
+                    seen += len(batch)
+                    self.progress(series.name, seen, total)
                 self.buckets.delete_many({"s": series.name})
-                self._write(series.name, FINE, found, found, version)
-                coarse = found
-                for child, parent in PARENT.items():
-                    up: dict[datetime, Bucket] = {}
-                    for t, b in coarse.items():
-                        up.setdefault(bk.floor(t, parent), Bucket()).merge(b)
-                    self._write(series.name, parent, up, up, version)
-                    coarse = up
+                self._write_hours(series.name, {bk.floor(t, HOUR) for t in found}, found, version, insert=True)
+                days: dict[datetime, Bucket] = {}
+                for t, b in found.items():
+                    days.setdefault(bk.floor(t, DAY), Bucket()).merge(b)
+                self._insert([_day_doc(series.name, d, b, version) for d, b in sorted(days.items())])
                 self.progress(series.name, sum(1 for _ in ()), None) if False else None
             self._rebuild_invalid(key)
             if key == "enrollments":
@@ -340,14 +407,6 @@ class Rollups:
             self.progress(f"{key} built", total, None, final=True)
             done[key] = total
         return done
-
-    def _stream(self, series: Series, condition: dict):
-        """Every valid document of the series, read in batches (a build reads the whole history once)."""
-        pipeline = fetch_pipeline(series, self.src, condition)
-        try:
-            return self.src.coll(series.collection).aggregate(pipeline, batchSize=BUILD_BATCH, allowDiskUse=True)
-        except PyMongoError as exc:
-            raise DataSourceUnavailable(describe_error(exc)) from exc
 
     def _open_for_build(self, key: str) -> tuple[dict | None, str]:
         """A change stream opened now (its token is where the refresh will resume), or poll mode."""
@@ -380,22 +439,37 @@ class Rollups:
         if ids:
             self.state[INVALID].insert_many([{"c": key, "d": i} for i in ids])
 
-    def _rebuild_pairs(self) -> None:
+    def _counting_enrollments(self, query: dict) -> list[dict]:
+        """Valid active or pending enrollments matching ``query``: id, pair and ``createdAt``."""
         e = self.src.schema.enrollments
-        docs = self.src.aggregate("enrollments", [
-            *valid_stages("enrollments", self.src.schema, {e["status"]: {"$in": list(DUPLICATE_STATUSES)}}),
-            {"$project": {"customerId": e.ref("customerId"), "serviceId": e.ref("serviceId"),
-                          "createdAt": e.ref("createdAt")}},
-        ])
+        fields = ("status", "createdAt", "customerId", "serviceId")
+        try:
+            rows = self.src.coll("enrollments").find(
+                {**query, e["status"]: {"$in": list(DUPLICATE_STATUSES)}}, {e[f]: 1 for f in fields},
+                batch_size=BUILD_BATCH, max_time_ms=self.src.max_time_ms)
+            out = []
+            for raw in rows:
+                doc = {f: bk.get_path(raw, e[f]) for f in fields}
+                if is_valid("enrollments", doc) and doc["status"] in DUPLICATE_STATUSES:
+                    out.append({"_id": raw["_id"], **doc})
+            return out
+        except PyMongoError as exc:
+            raise DataSourceUnavailable(describe_error(exc)) from exc
+
+    def _rebuild_pairs(self) -> None:
         pairs: dict[str, list] = {}
-        for d in docs:
+        for d in self._counting_enrollments({}):
             pairs.setdefault(pair_key(d.get("customerId"), d.get("serviceId")), []).append(
                 {"id": d["_id"], "t": d["createdAt"]})
         self.state[PAIRS].delete_many({})
         self.state[MEMBERS].delete_many({})
         if pairs:
-            self.state[PAIRS].insert_many([{"_id": k, "m": m, "n": len(m)} for k, m in pairs.items()])
-            self.state[MEMBERS].insert_many([{"_id": x["id"], "p": k} for k, m in pairs.items() for x in m])
+            self._insert_plain(PAIRS, [{"_id": k, "m": m, "n": len(m)} for k, m in pairs.items()])
+            self._insert_plain(MEMBERS, [{"_id": x["id"], "p": k} for k, m in pairs.items() for x in m])
+
+    def _insert_plain(self, name: str, docs: list[dict]) -> None:
+        for i in range(0, len(docs), WRITE_BATCH):
+            self.state[name].insert_many(docs[i:i + WRITE_BATCH], ordered=False)
 
     # -- refresh -------------------------------------------------------------------
 
@@ -514,13 +588,7 @@ class Rollups:
 
     def _update_pairs(self, ids: list) -> None:
         """Move each changed enrollment out of its old pair and into its new one, if it still counts."""
-        e = self.src.schema.enrollments
-        current = {d["_id"]: d for d in self.src.aggregate("enrollments", [
-            *valid_stages("enrollments", self.src.schema,
-                          {"_id": {"$in": ids}, e["status"]: {"$in": list(DUPLICATE_STATUSES)}}),
-            {"$project": {"customerId": e.ref("customerId"), "serviceId": e.ref("serviceId"),
-                          "createdAt": e.ref("createdAt")}},
-        ])}
+        current = {d["_id"]: d for d in self._counting_enrollments({"_id": {"$in": ids}})}
         pairs, members = self.state[PAIRS], self.state[MEMBERS]
         for i in ids:
             old = members.find_one({"_id": i})
@@ -558,33 +626,46 @@ class Rollups:
 
     def verify(self, start: datetime, end: datetime, *, repair: bool = True,
                collections: Iterable[str] = COLLECTIONS) -> dict:
-        """Compare closed fine buckets in ``[start, end)`` with the raw documents; repair any that differ.
+        """Compare the stored hours and days in ``[start, end)`` with the raw documents; repair any that differ.
 
-        Returns ``{series: {"checked": n, "differ": [bucket starts]}}``.
+        Returns ``{series: {"checked": buckets, "differ": [starts of differing 15-minute buckets or days]}}``.
         """
         self.ensure_indexes()
-        start, end = bk.floor(start), bk.floor(end)
+        start, end = bk.floor(start, HOUR), bk.floor(end, HOUR)
         report: dict[str, dict] = {}
         for key in collections:
             for s in series_of(key):
                 checked, differ = 0, []
                 t = start
                 while t < end:
-                    chunk_end = min(end, t + VERIFY_STEP)
+                    chunk_end = min(end, bk.floor(t, DAY) + LEVELS[DAY])
                     version = time.time_ns()
                     raw = fold_range(self.src, s, t, chunk_end)
-                    have = self.stored(s.name, FINE, t, chunk_end)
-                    for b_start in _range(t, chunk_end):
+                    want, have = _by_hour(raw), self.hours_stored(s.name, t, chunk_end)
+                    bad_hours = []
+                    for hour in _range(t, chunk_end, LEVELS[HOUR]):
+                        w = want.get(hour, [None] * QUARTERS)
+                        g = have.get(hour, [None] * QUARTERS)
+                        for i in range(QUARTERS):
+                            checked += 1
+                            if _canon(w[i]) != _canon(g[i]):
+                                differ.append(hour + i * LEVELS[FINE])
+                                if hour not in bad_hours:
+                                    bad_hours.append(hour)
+                    if repair and bad_hours:
+                        self._write_hours(s.name, bad_hours, raw, version)
+                    # The day above these hours must be their sum.
+                    day = bk.floor(t, DAY)
+                    if t == day and chunk_end == day + LEVELS[DAY]:
+                        stored_day = self.read_keyed(s.name, [(DAY, day)]).get((DAY, day))
+                        expected = bk.merge_all(b for b in raw.values())
                         checked += 1
-                        want = (raw.get(b_start) or Bucket()).comparable()
-                        got = (have.get(b_start) or Bucket()).comparable()
-                        if want != got:
-                            differ.append(b_start)
-                    if repair and differ:
-                        bad = [d for d in differ if t <= d < chunk_end]
-                        if bad:
-                            self._write(s.name, FINE, raw, bad, version)
-                            self._roll_up(s.name, bad, version)
+                        if _canon(stored_day) != _canon(expected):
+                            differ.append(day)
+                            if repair:
+                                self._replace([_day_doc(s.name, day, expected, version)])
+                    elif repair and bad_hours:
+                        self._roll_up_days(s.name, bad_hours, version)
                     self.progress(f"verify {s.name}", checked, None)
                     t = chunk_end
                 if differ:
@@ -603,7 +684,7 @@ class Rollups:
         now = bk.floor(now or datetime.now(timezone.utc))
         meta = self.state[META].find_one({"_id": "verify"}) or {}
         cursor = bk.utc(meta["cursor"]) if meta.get("cursor") else now
-        oldest = self._oldest()
+        oldest = self.oldest()
         if oldest is None or cursor <= oldest:
             cursor = now
         start = max(cursor - step, oldest or cursor - step)
@@ -612,8 +693,8 @@ class Rollups:
                                                          "verified_at": datetime.now(timezone.utc)}, upsert=True)
         return report
 
-    def _oldest(self) -> datetime | None:
-        row = self.buckets.find_one({"l": "1d"}, sort=[("t", ASCENDING)])
+    def oldest(self) -> datetime | None:
+        row = self.buckets.find_one({"l": DAY}, sort=[("t", ASCENDING)])
         return bk.utc(row["t"]) if row else None
 
     # -- status --------------------------------------------------------------------
@@ -658,6 +739,48 @@ class Rollups:
             self._close(key)
 
 
+def _quarter(t: datetime) -> int:
+    return (t - bk.floor(t, HOUR)) // LEVELS[FINE]
+
+
+def _by_hour(found: dict[datetime, Bucket]) -> dict[datetime, list]:
+    out: dict[datetime, list] = {}
+    for t, b in found.items():
+        out.setdefault(bk.floor(t, HOUR), [None] * QUARTERS)[_quarter(t)] = b
+    return out
+
+
+def _hour_doc(series: str, hour: datetime, quarters: list, version: int) -> dict:
+    """An hour: its four 15-minute buckets (null when empty); the unit that is stored and recomputed."""
+    return {"_id": bucket_id(series, HOUR, hour), "s": series, "l": HOUR, "t": hour, "v": version,
+            "q": [None if b is None or b.empty() else b.to_bson() for b in quarters]}
+
+
+def _day_doc(series: str, day: datetime, bucket: Bucket, version: int) -> dict:
+    return {"_id": bucket_id(series, DAY, day), "s": series, "l": DAY, "t": day, "v": version, "b": bucket.to_bson()}
+
+
+def _quarters_from(doc: dict) -> list:
+    quarters = list(doc.get("q") or [])
+    quarters += [None] * (QUARTERS - len(quarters))
+    return [None if q is None else Bucket.from_bson(q) for q in quarters[:QUARTERS]]
+
+
+def _canon(b: Bucket | None) -> dict:
+    return (b or Bucket()).comparable()
+
+
+def _batches(rows: Iterable[dict], size: int):
+    batch: list[dict] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _runs(starts: list[datetime], step: timedelta = LEVELS[FINE]) -> list[tuple[datetime, datetime]]:
     """Contiguous runs of buckets ``step`` long as ``[start, end)`` ranges."""
     runs: list[list[datetime]] = []
@@ -669,8 +792,8 @@ def _runs(starts: list[datetime], step: timedelta = LEVELS[FINE]) -> list[tuple[
     return [(a, b) for a, b in runs]
 
 
-def _range(start: datetime, end: datetime) -> list[datetime]:
-    out, t, step = [], start, LEVELS[FINE]
+def _range(start: datetime, end: datetime, step: timedelta = LEVELS[FINE]) -> list[datetime]:
+    out, t = [], start
     while t < end:
         out.append(t)
         t += step

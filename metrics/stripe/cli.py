@@ -100,6 +100,7 @@ def print_table(result: dict, out=sys.stdout) -> None:
               f"{m['db_status'] or '–'}  enrollment: {m['enrollment_status'] or '–'}  since {m['since']}", file=out)
         print(f"  {m['detail']}", file=out)
         print(f"  {m['stripe_url']}", file=out)
+        print(f"  Check first: {m['check_first']}", file=out)
         print(f"  Fix: {m['fix']}", file=out)
         for line in m["fix_command"].splitlines():
             print(f"    {line}", file=out)

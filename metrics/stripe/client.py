@@ -9,7 +9,10 @@
   loop is the only place that retries: it already retries connection errors,
   409 and 5xx with exponential backoff and jitter; :class:`InstrumentedHTTPClient`
   adds 429, which Stripe asks clients to retry with backoff
-  (https://docs.stripe.com/rate-limits#handling-limiting-gracefully).
+  (https://docs.stripe.com/rate-limits#handling-limiting-gracefully).  A
+  ``Retry-After`` header is obeyed: the retry waits at least that long, and
+  a wait longer than ``max_retry_after_s`` ends the call as a transient
+  failure (the next sync tries again) instead of holding the sync.
 * Every HTTP attempt, retries included, is timed and recorded in a
   :class:`CallLog`; the mirror stores them, which gives "our client's Stripe
   API latency and error rate" and the call count per sync.
@@ -55,6 +58,7 @@ class StripeOptions:
     max_network_retries: int = 3
     reconcile_grace_minutes: float = 30  # a mismatch younger than this may still resolve itself
     page_size: int = 100  # Stripe's maximum ``limit``
+    max_retry_after_s: float = 30  # a longer Retry-After ends the call; the next sync tries again
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> "StripeOptions":
@@ -162,12 +166,27 @@ class CallLog:
         return len(self.records)
 
 
-class InstrumentedHTTPClient(stripe.RequestsClient):
-    """stripe-python's requests client, timed, paced, and retrying 429 too."""
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """``Retry-After`` in seconds when the answer carries one as a number (Stripe sends seconds)."""
+    if not headers:
+        return None
+    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
 
-    def __init__(self, *, calls: CallLog, max_requests_per_second: float, timeout: tuple[float, float]):
+
+class InstrumentedHTTPClient(stripe.RequestsClient):
+    """stripe-python's requests client, timed, paced, retrying 429 too, and obeying Retry-After."""
+
+    def __init__(self, *, calls: CallLog, max_requests_per_second: float, timeout: tuple[float, float],
+                 max_retry_after_s: float = 30):
         super().__init__(timeout=timeout)
         self.calls = calls
+        self.max_retry_after_s = max_retry_after_s
+        self._retry = threading.local()  # the wait the last answer asked for, per thread
         self._interval = 1.0 / max_requests_per_second if max_requests_per_second > 0 else 0.0
         self._next_slot = 0.0
         self._pace_lock = threading.Lock()
@@ -195,6 +214,12 @@ class InstrumentedHTTPClient(stripe.RequestsClient):
             self.calls.add(CallRecord(at, method.upper(), path_template(url), status, ms, call_kind(status)))
 
     def _should_retry(self, response, api_connection_error, num_retries, max_network_retries):
+        self._retry.after = None
+        if response is not None:
+            wait = retry_after_seconds(response[2])
+            if wait is not None and wait > self.max_retry_after_s:
+                return False  # longer than a sync should hold: transient, the next sync tries again
+            self._retry.after = wait
         # stripe-python retries 429 only when Stripe says so for lock timeouts; Stripe's
         # rate-limit guidance is to back off and retry every 429, so we do, in the same loop.
         if response is not None and response[1] == 429:
@@ -203,6 +228,10 @@ class InstrumentedHTTPClient(stripe.RequestsClient):
                 return False
             return num_retries < (max_network_retries or 0)
         return super()._should_retry(response, api_connection_error, num_retries, max_network_retries)
+
+    def _sleep_time_seconds(self, num_retries: int) -> float:
+        # stripe-python's backoff (0.5 s, doubling, with jitter), but never sooner than Stripe asked.
+        return max(super()._sleep_time_seconds(num_retries), getattr(self._retry, "after", None) or 0.0)
 
 
 @dataclass(frozen=True)
@@ -224,6 +253,7 @@ class StripeAPI:
             calls=self.calls,
             max_requests_per_second=self.options.max_requests_per_second,
             timeout=(self.options.connect_timeout_s, self.options.read_timeout_s),
+            max_retry_after_s=self.options.max_retry_after_s,
         )
         self._client = stripe.StripeClient(
             self._key,
@@ -266,6 +296,13 @@ class StripeAPI:
         if status == 404:
             return StripeCallError(f"{self.api_base} has no {resource} endpoint (404)",
                                    kind="client_error", status=status, permanent=True)
+        if isinstance(exc, stripe.RateLimitError) or status == 429:
+            # Stripe's 429 body says ``type: invalid_request_error, code: rate_limit``; it is still
+            # "slow down", never a permanent refusal.
+            wait = retry_after_seconds(exc.headers)
+            asked = f"; Stripe asked to retry after {wait:g} s" if wait is not None else ""
+            return StripeCallError(f"Stripe rate-limited {resource} (429){asked}", kind="rate_limited",
+                                   status=status, permanent=False)
         kind = call_kind(status)
         return StripeCallError(f"Stripe answered {status} for {resource}: {message}", kind=kind,
                                status=status, permanent=kind == "client_error")

@@ -11,11 +11,18 @@ Definitions (``docs/stripe.md`` says the same for people):
 * **Refunds over W** (by the refund's ``created``): succeeded refunds, count and
   amount per currency; ``refund_rate`` = refunds / succeeded PaymentIntents in W.
 * **Disputes**: created in W (count, amount per currency), and open now
-  (``needs_response``, ``under_review`` and their ``warning_`` forms).
+  (``needs_response``, ``under_review``, their ``warning_`` forms and the
+  appeal stages ``appeal_needs_response``, ``appeal_under_review``).
 * **Webhook delivery backlog**: events older than 5 minutes (and younger than
   Stripe's 3 days of retries) with ``pending_webhooks > 0``.
-  **Delivery success over W**: of the guide's event types created in W and
-  older than 5 minutes, the share with ``pending_webhooks == 0``.
+  **Delivery success over W**: of the guide's event types created in W,
+  older than 5 minutes and received by an enabled endpoint, the share with
+  ``pending_webhooks == 0``; unknown when no enabled endpoint receives them
+  (Stripe reports 0 pending then too).
+* **Webhook health**: the events Stripe has not delivered in its 30 days
+  (listed with ``delivery_success=false``), per enabled endpoint the oldest
+  and since when deliveries fail, and the ``stripe events resend`` commands;
+  those older than 25 days are about to leave Stripe's 30 days.
 * **Endpoints**: each configured webhook endpoint, enabled or not, and which
   of the guide's events no enabled endpoint receives.
 * **API**: our client's calls over W (every HTTP attempt, retries included):
@@ -38,15 +45,22 @@ from metrics.settings import Settings
 from metrics.stats import PERCENTILE, ratio, read_duration_stats
 from metrics.stripe import store
 from metrics.stripe.client import ERROR_KINDS
-from metrics.stripe.mirror import WEBHOOK_RETRY_DAYS
+from metrics.stripe.mirror import EVENTS_KEEP_DAYS, UNDELIVERED, WEBHOOK_RETRY_DAYS
 from metrics.stripe.store import MirrorStore
 from metrics.windows import Window, iso, last, utc
 
 # The events the guide's webhook endpoint subscribes to (section 3, "Configure Webhook").
 GUIDE_EVENTS = ("payment_intent.succeeded", "payment_intent.payment_failed", "charge.refunded", "charge.dispute.created")
 DELIVERY_GRACE = timedelta(minutes=5)
-OPEN_DISPUTE_STATUSES = ("warning_needs_response", "needs_response", "warning_under_review", "under_review")
+# Open: Stripe still waits for an answer or is still deciding (API 2026-10-28's Dispute.status, the
+# appeal stages included); closed are warning_closed, won, lost and prevented.
+OPEN_DISPUTE_STATUSES = ("warning_needs_response", "needs_response", "warning_under_review", "under_review",
+                         "appeal_needs_response", "appeal_under_review")
 DASHBOARD = "https://dashboard.stripe.com"
+# Stripe keeps events 30 days: an event older than this is about to become impossible to resend.
+RETENTION_WARN_DAYS = 25
+# Stripe emails after days of failures and then disables the endpoint; we say so after hours.
+ENDPOINT_FAILING_HOURS = 6
 
 
 # --- Links to Stripe's dashboard ----------------------------------------------------
@@ -65,7 +79,7 @@ def dashboard_url(kind: str, object_id: str | None, livemode: bool | None = Fals
 
 def resource_status(ms: MirrorStore) -> dict[str, dict]:
     """Each resource's last sync outcome: ``{"disputes": {"status": "unavailable", "error": ...}}``."""
-    rows = ms.find(store.SYNC_STATE, {"_id": {"$ne": "sync-lease"}},
+    rows = ms.find(store.SYNC_STATE, {"_id": {"$nin": ["sync-lease", "mirror_format"]}},
                    projection={"status": 1, "error": 1, "synced_at": 1, "checked_at": 1, "coverage_start": 1, "cursor": 1})
     return {row["_id"]: {k: row.get(k) for k in ("status", "error", "synced_at", "checked_at", "coverage_start")} for row in rows}
 
@@ -254,7 +268,32 @@ def webhook_backlog_count(ms: MirrorStore, at: datetime) -> int | None:
     return ms.count(store.EVENTS, backlog_filter(at))
 
 
+def _endpoints(ms: MirrorStore) -> tuple[list[dict] | None, str | None]:
+    """The mirrored webhook endpoints, or ``None`` and why they are unknown."""
+    ok, reason = _available(resource_status(ms), "webhook_endpoints")
+    if not ok:
+        return None, f"the webhook endpoints are unknown: {reason}"
+    return ms.find(store.WEBHOOK_ENDPOINTS, {}, sort=[("created", 1)]), None
+
+
+def _receives(endpoint: dict, event_type: str | None) -> bool:
+    events = endpoint.get("enabled_events") or []
+    return endpoint.get("status") == "enabled" and ("*" in events or event_type in events)
+
+
+def _type_filter(endpoint: dict) -> dict:
+    events = endpoint.get("enabled_events") or []
+    return {} if "*" in events else {"type": {"$in": list(events)}}
+
+
 def webhook_delivery(ms: MirrorStore, window: Window, at: datetime) -> dict:
+    """Stripe's delivery of the guide's events over W, and the backlog now.
+
+    Stripe's ``pending_webhooks`` is 0 both when every endpoint got the event
+    and when no enabled endpoint is subscribed to it, so an event counts only
+    when some enabled endpoint receives its type; with none, delivery success
+    is unknown, not 100 %.
+    """
     ok, reason = _available(resource_status(ms), "events")
     if ok and not _delivery_reported(ms, at):
         ok, reason = False, "this Stripe server does not report webhook deliveries (pending_webhooks)"
@@ -262,21 +301,26 @@ def webhook_delivery(ms: MirrorStore, window: Window, at: datetime) -> dict:
         return {"available": False, "reason": reason, "backlog": None, "oldest_pending_at": None,
                 "delivery_success": None, "events": None}
     oldest = ms.find_one(store.EVENTS, backlog_filter(at), sort=[("created", 1)], projection={"created": 1})
+    backlog = ms.count(store.EVENTS, backlog_filter(at))
+    endpoints, why = _endpoints(ms)
+    received = [t for t in GUIDE_EVENTS if endpoints and any(_receives(e, t) for e in endpoints)]
+    out = {"available": True, "reason": None, "backlog": backlog,
+           "oldest_pending_at": iso(oldest["created"]) if oldest else None,
+           "delivery_success": None, "events": None}
+    if endpoints is None or not received:
+        out["reason"] = why or ("no enabled endpoint receives the guide's events, so Stripe's pending_webhooks = 0 "
+                                "means nobody was sent them: delivery success is unknown")
+        return out
     end = min(window.end, at - DELIVERY_GRACE)
     rows = ms.aggregate(store.EVENTS, [
-        {"$match": {"created": {"$gte": window.start, "$lt": end}, "type": {"$in": list(GUIDE_EVENTS)},
+        {"$match": {"created": {"$gte": window.start, "$lt": end}, "type": {"$in": received},
                     "pending_webhooks": {"$type": "number"}}},
         {"$group": {"_id": None, "events": {"$sum": 1},
                     "delivered": {"$sum": {"$cond": [{"$eq": ["$pending_webhooks", 0]}, 1, 0]}}}},
     ]) if end > window.start else []
-    events = rows[0]["events"] if rows else 0
-    return {
-        "available": True,
-        "backlog": ms.count(store.EVENTS, backlog_filter(at)),
-        "oldest_pending_at": iso(oldest["created"]) if oldest else None,
-        "delivery_success": ratio(rows[0]["delivered"], events) if rows else None,
-        "events": events,
-    }
+    out["events"] = rows[0]["events"] if rows else 0
+    out["delivery_success"] = ratio(rows[0]["delivered"], rows[0]["events"]) if rows else None
+    return out
 
 
 def pending_events(ms: MirrorStore, at: datetime, limit: int = 50) -> list[dict]:
@@ -286,13 +330,120 @@ def pending_events(ms: MirrorStore, at: datetime, limit: int = 50) -> list[dict]
              "stripe_url": dashboard_url("event", d["_id"], d.get("livemode"))} for d in docs]
 
 
+# --- Webhook health: what Stripe failed to deliver, per endpoint, and what to resend --------
+
+def undelivered_filter(at: datetime) -> dict:
+    """Events Stripe has not delivered, older than 5 minutes, still within its 30 days."""
+    return {"created": {"$gte": at - timedelta(days=EVENTS_KEEP_DAYS), "$lt": at - DELIVERY_GRACE},
+            "pending_webhooks": {"$gt": 0}}
+
+
+def _health_unknown(ms: MirrorStore, at: datetime) -> str | None:
+    status = resource_status(ms)
+    for resource in ("events", UNDELIVERED, "webhook_endpoints"):
+        ok, reason = _available(status, resource)
+        if not ok:
+            return f"{resource.replace('_', ' ')}: {reason}"
+    if not _delivery_reported(ms, at):
+        return "this Stripe server does not report webhook deliveries (pending_webhooks)"
+    return None
+
+
+def resend_command(event_id: str, endpoint_id: str, livemode: bool | None) -> str:
+    """The Stripe CLI command that resends one event to one endpoint."""
+    return f"stripe events resend {event_id} --webhook-endpoint={endpoint_id}" + (" --live" if livemode else "")
+
+
+def webhook_health(ms: MirrorStore, at: datetime, limit: int = 100) -> dict:
+    """The events Stripe failed to deliver (``delivery_success=false``), per endpoint, and the replay list.
+
+    Stripe's API does not say which endpoint an event failed at: an
+    undelivered event counts against every enabled endpoint subscribed to its
+    type (``shared`` says when another endpoint receives the same types).
+    Per endpoint: how many are undelivered, the oldest, and how long
+    deliveries have been failing (from that oldest event's creation).  The
+    replay list names each event with the Stripe CLI command that resends it.
+    """
+    reason = _health_unknown(ms, at)
+    if reason:
+        return {"available": False, "reason": reason, "undelivered": None, "events": [], "endpoints": [],
+                "replay": []}
+    endpoints, _ = _endpoints(ms)
+    enabled = [e for e in endpoints or [] if e.get("status") == "enabled"]
+    query = undelivered_filter(at)
+    # (pymongo reads limit 0 as "no limit": 0 here means the per-endpoint figures only.)
+    docs = ms.find(store.EVENTS, query, sort=[("created", 1)], limit=limit) if limit else []
+    per_endpoint = []
+    for ep in enabled:
+        mine = {**query, **_type_filter(ep)}
+        count = ms.count(store.EVENTS, mine)
+        oldest = ms.find_one(store.EVENTS, mine, sort=[("created", 1)]) if count else None
+        since = utc(oldest["created"]) if oldest else None
+        others = [o for o in enabled if o["_id"] != ep["_id"]]
+        types = set(ep.get("enabled_events") or [])
+        per_endpoint.append({
+            "id": ep["_id"], "url": ep.get("url"), "undelivered": count,
+            "oldest": ({"id": oldest["_id"], "type": oldest.get("type"), "created": iso(oldest.get("created"))}
+                       if oldest else None),
+            "failing_since": iso(since),
+            "failing_hours": round((at - since).total_seconds() / 3600, 2) if since else 0.0,
+            "shared": any("*" in (o.get("enabled_events") or []) or "*" in types
+                          or types & set(o.get("enabled_events") or []) for o in others),
+            "stripe_url": dashboard_url("webhook_endpoint", ep["_id"], ep.get("livemode")),
+        })
+    urls = [ep["url"] for ep in per_endpoint]
+    for ep in per_endpoint:  # what an alert is about: the URL, with the id when two endpoints share it
+        ep["label"] = ep["url"] if ep["url"] and urls.count(ep["url"]) == 1 else f"{ep['url']} ({ep['id']})"
+    events, replay = [], []
+    for d in docs:
+        receivers = [ep for ep in enabled if _receives(ep, d.get("type"))]
+        deadline = utc(d["created"]) + timedelta(days=EVENTS_KEEP_DAYS)
+        row = {"id": d["_id"], "type": d.get("type"), "created": iso(d.get("created")),
+               "pending_webhooks": d.get("pending_webhooks"), "object_id": d.get("object_id"),
+               "endpoints": [ep.get("url") for ep in receivers], "resend_by": iso(deadline),
+               "stripe_url": dashboard_url("event", d["_id"], d.get("livemode"))}
+        events.append(row)
+        replay += [{"event": d["_id"], "type": d.get("type"), "endpoint": ep.get("url"), "endpoint_id": ep["_id"],
+                    "command": resend_command(d["_id"], ep["_id"], d.get("livemode")), "resend_by": iso(deadline)}
+                   for ep in receivers]
+    return {"available": True, "reason": None, "undelivered": ms.count(store.EVENTS, query), "events": events,
+            "endpoints": per_endpoint, "replay": replay}
+
+
+def endpoint_failing_hours(ms: MirrorStore, at: datetime) -> dict[str, float] | None:
+    """Per enabled endpoint (by its URL, with its id when two share one), hours its oldest undelivered event has waited; 0 when none.
+
+    ``None`` when the mirror cannot tell (no delivery figures, endpoints unknown).
+    """
+    health = webhook_health(ms, at, limit=0)
+    if not health["available"]:
+        return None
+    return {ep["label"]: ep["failing_hours"] for ep in health["endpoints"]}
+
+
+def expiring_events(ms: MirrorStore, at: datetime, limit: int = 50) -> list[dict]:
+    """Undelivered events older than 25 days: resend them before Stripe's 30 days are up."""
+    query = {"created": {"$gte": at - timedelta(days=EVENTS_KEEP_DAYS), "$lt": at - timedelta(days=RETENTION_WARN_DAYS)},
+             "pending_webhooks": {"$gt": 0}}
+    docs = ms.find(store.EVENTS, query, sort=[("created", 1)], limit=limit)
+    return [{"id": d["_id"], "type": d.get("type"), "created": iso(d.get("created")),
+             "resend_by": iso(utc(d["created"]) + timedelta(days=EVENTS_KEEP_DAYS)),
+             "stripe_url": dashboard_url("event", d["_id"], d.get("livemode"))} for d in docs]
+
+
 # --- Webhook endpoints --------------------------------------------------------------------
 
 def endpoint_status(ms: MirrorStore) -> dict:
-    """The configured endpoints, and what is wrong with them against the guide."""
+    """The configured endpoints, and what is wrong with them against the guide.
+
+    A problem is no endpoint at all, or a guide event no enabled endpoint
+    receives (then every disabled endpoint is named too: it may be the one
+    that used to).  A disabled endpoint while the guide's four events reach
+    another is only a note: a legacy endpoint switched off on purpose.
+    """
     ok, reason = _available(resource_status(ms), "webhook_endpoints")
     if not ok:
-        return {"available": False, "reason": reason, "items": [], "problems": None}
+        return {"available": False, "reason": reason, "items": [], "problems": None, "notes": []}
     docs = ms.find(store.WEBHOOK_ENDPOINTS, {}, sort=[("created", 1)])
     items, covered = [], set()
     for d in docs:
@@ -304,18 +455,22 @@ def endpoint_status(ms: MirrorStore) -> dict:
         items.append({"id": d["_id"], "url": d.get("url"), "status": d.get("status"), "enabled": enabled,
                       "enabled_events": events, "missing_guide_events": [e for e in GUIDE_EVENTS if e not in receives],
                       "stripe_url": dashboard_url("webhook_endpoint", d["_id"], d.get("livemode"))})
-    problems = [f"endpoint {i['url']} is {i['status']}" for i in items if not i["enabled"]]
+    missing = [e for e in GUIDE_EVENTS if e not in covered]
+    disabled = [f"endpoint {i['url']} is {i['status']}" for i in items if not i["enabled"]]
+    problems, notes = [], []
     if not items:
         problems.append("no webhook endpoint is configured")
-    missing = [e for e in GUIDE_EVENTS if e not in covered]
-    if missing and items:
+    elif missing:
+        problems += disabled
         problems.append("no enabled endpoint receives " + ", ".join(missing))
-    return {"available": True, "reason": None, "items": items, "problems": problems,
+    else:
+        notes += [f"{d} (the guide's events reach another endpoint)" for d in disabled]
+    return {"available": True, "reason": None, "items": items, "problems": problems, "notes": notes,
             "enabled": sum(1 for i in items if i["enabled"]), "missing_guide_events": missing}
 
 
 def endpoint_problem_count(ms: MirrorStore) -> int | None:
-    """Disabled endpoints plus missing guide subscriptions (the endpoint rule); ``None`` when unknown."""
+    """No endpoint, or guide events no enabled endpoint receives (the endpoint rule); ``None`` when unknown."""
     status = endpoint_status(ms)
     return None if not status["available"] else len(status["problems"])
 
@@ -384,6 +539,7 @@ def _snapshot(ms: MirrorStore, at: datetime) -> dict:
     delivery = webhook_delivery(ms, day, at)
     disputes = dispute_summary(ms, day)
     endpoints = endpoint_status(ms)
+    health = webhook_health(ms, at, limit=0)
     return {
         "sync": sync_summary(ms, at),
         "24h": {
@@ -396,7 +552,10 @@ def _snapshot(ms: MirrorStore, at: datetime) -> dict:
         "disputes": ({k: disputes[k] for k in ("open", "open_amount", "by_status")} if disputes["available"]
                      else {"open": None, "reason": disputes["reason"]}),
         "webhooks": {"backlog": delivery["backlog"], "oldest_pending_at": delivery["oldest_pending_at"],
-                     "reason": delivery.get("reason")},
+                     "reason": delivery.get("reason"), "undelivered": health["undelivered"],
+                     "failing_endpoints": {e["label"]: e["failing_hours"] for e in health["endpoints"]
+                                           if e["undelivered"]} if health["available"] else None,
+                     "expiring": len(expiring_events(ms, at)) if health["available"] else None},
         "endpoints": ({"count": len(endpoints["items"]), "enabled": endpoints["enabled"], "problems": endpoints["problems"],
                        "items": [{k: e[k] for k in ("id", "url", "status", "enabled_events", "missing_guide_events")}
                                  for e in endpoints["items"]]}
@@ -416,7 +575,7 @@ def stripe_page(ms: MirrorStore, window: Window, at: datetime, limit: int = 50) 
         "disputes": dispute_summary(ms, window),
         "dispute_list": recent_disputes(ms, window, limit),
         "delivery": webhook_delivery(ms, window, at),
-        "pending": pending_events(ms, at, limit),
+        "health": webhook_health(ms, at, limit),
         "endpoints": endpoint_status(ms),
         "api": api_summary(ms, window),
         "unreachable_minutes": api_unreachable_minutes(ms, at),

@@ -9,10 +9,13 @@ One sync (the worker runs it every few minutes, :func:`sync`):
 2. **Changes to older objects** come from the Events API: every event's
    ``data.object`` is the object as it was at ``event.created``, applied only
    when it is newer than what the mirror holds (``as_of``), so events and
-   lists can arrive in any order.  Events still waiting for webhook delivery
-   (``pending_webhooks > 0``) are listed again on later syncs, for up to
-   Stripe's 3 days of retries, so the delivery backlog stays true.
-3. The configured **webhook endpoints** are copied whole.
+   lists can arrive in any order.
+3. **Undelivered events**: ``GET /v1/events?delivery_success=false`` over
+   Stripe's 30 days lists the events Stripe has not delivered; one the
+   mirror held as undelivered that is no longer listed has been delivered.
+   This keeps ``pending_webhooks`` true in one call, however old the oldest
+   undelivered event is.
+4. The configured **webhook endpoints** are copied whole.
 
 Every write is an upsert by Stripe id, so running a sync twice changes
 nothing.  After each page the position is saved (a checkpoint), so a sync that
@@ -54,6 +57,9 @@ EVENTS_KEEP_DAYS = 30
 LEASE_ID = "sync-lease"
 DUPLICATE_KEY = 11000
 
+# The sync state and run-report name of the ``delivery_success=false`` listing.
+UNDELIVERED = "undelivered_events"
+
 # Listed with a ``created`` cursor, in this order (events last: they update the others).
 CURSOR_RESOURCES = ("payment_intents", "charges", "refunds", "disputes", "events")
 
@@ -79,37 +85,95 @@ def _error(err: Any) -> dict | None:
     return {k: err.get(k) for k in ("type", "code", "decline_code", "message") if err.get(k) is not None}
 
 
+def _copy(obj: dict, spec: dict[str, tuple[str, Callable[[Any], Any]]]) -> dict:
+    """``{ours: convert(obj[theirs])}`` for the fields ``obj`` has.
+
+    A field the object does not carry is left out, not set to ``None``: an
+    event rendered in an older API version lacks fields that a newer one has
+    (``latest_charge`` before 2022-11-15), and applying it must not wipe what
+    the mirror knows.
+    """
+    return {ours: convert(obj[theirs]) for ours, (theirs, convert) in spec.items() if theirs in obj}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _lower(value: Any) -> str | None:
+    return (value.lower() or None) if isinstance(value, str) else None
+
+
+def _flag(value: Any) -> bool:
+    return bool(value)
+
+
+def _newest_charge(charges: Any) -> str | None:
+    """The newest charge of a ``charges`` list (API versions before 2022-11-15)."""
+    data = charges.get("data") if isinstance(charges, dict) else None
+    if not data:
+        return None
+    return _id(max(data, key=lambda c: c.get("created") or 0 if isinstance(c, dict) else 0))
+
+
+def _email(value: Any) -> str | None:
+    return value if isinstance(value, str) and "@" in value else None
+
+
+# The customer's email is the one personal field kept: the proposed fix for a payment
+# missing from the database fills the record's customerEmail from it (masked on screen).
+PAYMENT_INTENT_FIELDS = {
+    "amount": ("amount", _same), "amount_received": ("amount_received", _same), "currency": ("currency", _lower),
+    "status": ("status", _same), "created": ("created", _when), "customer": ("customer", _id),
+    "latest_charge": ("latest_charge", _id), "last_payment_error": ("last_payment_error", _error),
+    "canceled_at": ("canceled_at", _when), "cancellation_reason": ("cancellation_reason", _same),
+    "email": ("receipt_email", _email), "livemode": ("livemode", _flag),
+}
+
+
 def slim_payment_intent(pi: dict) -> dict:
-    return {
-        "amount": pi.get("amount"), "amount_received": pi.get("amount_received"),
-        "currency": (pi.get("currency") or "").lower() or None, "status": pi.get("status"),
-        "created": _when(pi.get("created")), "customer": _id(pi.get("customer")),
-        "latest_charge": _id(pi.get("latest_charge")), "last_payment_error": _error(pi.get("last_payment_error")),
-        "canceled_at": _when(pi.get("canceled_at")), "cancellation_reason": pi.get("cancellation_reason"),
-        "metadata": pi.get("metadata") or {}, "livemode": bool(pi.get("livemode")),
-    }
+    # No metadata: it is the platform's free text (names, phone numbers...) and nothing here reads it.
+    out = _copy(pi, PAYMENT_INTENT_FIELDS)
+    if "latest_charge" not in pi and "charges" in pi:
+        newest = _newest_charge(pi["charges"])
+        if newest:
+            out["latest_charge"] = newest
+    return out
+
+
+def _billing_email(details: Any) -> str | None:
+    return _email(details.get("email")) if isinstance(details, dict) else None
+
+
+def _outcome(outcome: Any) -> dict:
+    outcome = outcome if isinstance(outcome, dict) else {}
+    return {k: outcome.get(k) for k in ("type", "reason", "network_status", "risk_level") if outcome.get(k)}
+
+
+CHARGE_FIELDS = {
+    "amount": ("amount", _same), "amount_refunded": ("amount_refunded", _same), "currency": ("currency", _lower),
+    "status": ("status", _same), "paid": ("paid", _same), "captured": ("captured", _same),
+    "refunded": ("refunded", _same), "disputed": ("disputed", _same), "payment_intent": ("payment_intent", _id),
+    "customer": ("customer", _id), "failure_code": ("failure_code", _same),
+    "failure_message": ("failure_message", _same), "outcome": ("outcome", _outcome),
+    "email": ("billing_details", _billing_email), "created": ("created", _when), "livemode": ("livemode", _flag),
+}
 
 
 def slim_charge(ch: dict) -> dict:
-    outcome = ch.get("outcome") if isinstance(ch.get("outcome"), dict) else {}
-    return {
-        "amount": ch.get("amount"), "amount_refunded": ch.get("amount_refunded"),
-        "currency": (ch.get("currency") or "").lower() or None, "status": ch.get("status"),
-        "paid": ch.get("paid"), "captured": ch.get("captured"), "refunded": ch.get("refunded"),
-        "disputed": ch.get("disputed"), "payment_intent": _id(ch.get("payment_intent")),
-        "failure_code": ch.get("failure_code"), "failure_message": ch.get("failure_message"),
-        "outcome": {k: outcome.get(k) for k in ("type", "reason", "network_status", "risk_level") if outcome.get(k)},
-        "created": _when(ch.get("created")), "livemode": bool(ch.get("livemode")),
-    }
+    return _copy(ch, CHARGE_FIELDS)
+
+
+REFUND_FIELDS = {
+    "amount": ("amount", _same), "currency": ("currency", _lower), "status": ("status", _same),
+    "reason": ("reason", _same), "failure_reason": ("failure_reason", _same),
+    "payment_intent": ("payment_intent", _id), "charge": ("charge", _id), "created": ("created", _when),
+    "livemode": ("livemode", _flag),
+}
 
 
 def slim_refund(re_: dict) -> dict:
-    return {
-        "amount": re_.get("amount"), "currency": (re_.get("currency") or "").lower() or None,
-        "status": re_.get("status"), "reason": re_.get("reason"),
-        "payment_intent": _id(re_.get("payment_intent")), "charge": _id(re_.get("charge")),
-        "created": _when(re_.get("created")), "livemode": bool(re_.get("livemode")),
-    }
+    return _copy(re_, REFUND_FIELDS)
 
 
 def slim_dispute(dp: dict) -> dict:
@@ -294,6 +358,7 @@ class Mirror:
             return report
         try:
             store.ensure_indexes(self.db)
+            self._forget_metadata()
             listing_starts = []
             for resource in CURSOR_RESOURCES:
                 result = report.resources[resource] = ResourceResult(resource)
@@ -304,6 +369,11 @@ class Mirror:
                     self._record_calls(result)
                 if result.status == "ok" and resource in ("payment_intents", "refunds", "charges"):
                     listing_starts.append(started)
+            undelivered = report.resources[UNDELIVERED] = ResourceResult(UNDELIVERED)
+            try:
+                self._sync_undelivered(undelivered)
+            finally:
+                self._record_calls(undelivered)
             endpoints = report.resources["webhook_endpoints"] = ResourceResult("webhook_endpoints")
             try:
                 self._sync_endpoints(endpoints)
@@ -327,6 +397,13 @@ class Mirror:
                  report.calls, ", ".join(f"{n} +{r.stored}" for n, r in report.resources.items()))
         return report
 
+    def _forget_metadata(self) -> None:
+        """Remove the ``metadata`` earlier versions copied (the platform's free text, a PII risk); once."""
+        if _state(self.db, "mirror_format").get("metadata_removed"):
+            return
+        self.db[store.PAYMENT_INTENTS].update_many({"metadata": {"$exists": True}}, {"$unset": {"metadata": ""}})
+        _save_state(self.db, "mirror_format", {"metadata_removed": True})
+
     def _record_calls(self, result: ResourceResult) -> None:
         records = self.api.calls.drain()
         result.calls += len(records)
@@ -348,20 +425,11 @@ class Mirror:
 
     def _start_point(self, resource: str, state: dict, now: datetime) -> int:
         if "cursor" in state:
-            start = int(state["cursor"])
-        else:
-            days = self.options.backfill_days
-            if resource == "events":
-                days = min(days, EVENTS_KEEP_DAYS)
-            start = _epoch(now - timedelta(days=days))
+            return int(state["cursor"])
+        days = self.options.backfill_days
         if resource == "events":
-            # Events still waiting for delivery are read again until delivered (or Stripe gives up).
-            pending = self.db[store.EVENTS].find_one(
-                {"pending_webhooks": {"$gt": 0}, "created": {"$gte": now - timedelta(days=WEBHOOK_RETRY_DAYS)}},
-                sort=[("created", 1)], projection={"created": 1})
-            if pending:
-                start = min(start, _epoch(pending["created"]))
-        return start
+            days = min(days, EVENTS_KEEP_DAYS)
+        return _epoch(now - timedelta(days=days))
 
     def _sync_listing(self, resource: str, result: ResourceResult) -> None:
         now = self.clock()
@@ -400,8 +468,6 @@ class Mirror:
             after = page.data[-1]["id"]
             _save_state(self.db, resource, {"checkpoint": {"gte": gte, "starting_after": after, "newest": newest}})
         cursor = max(gte, newest) if newest is not None else gte
-        if resource == "events" and "cursor" in state:
-            cursor = max(cursor, int(state["cursor"]))  # a re-read of pending events never moves it back
         _save_state(self.db, resource, {"cursor": cursor, "checkpoint": None, "status": "ok", "error": None,
                                         "synced_at": self.clock()})
 
@@ -415,6 +481,50 @@ class Mirror:
                 by_kind.setdefault(kind, []).append((obj["id"], SLIM_BY_OBJECT[kind](obj), ev["created"]))
         return sum(upsert_newer(self.db, store.OBJECT_COLLECTIONS[kind], items, "event", self.clock())
                    for kind, items in by_kind.items())
+
+    def _sync_undelivered(self, result: ResourceResult) -> None:
+        """The events Stripe has not delivered (``delivery_success=false``), all of Stripe's 30 days.
+
+        Stripe lists the events still pending or that failed every delivery
+        attempt.  Those are stored with their ``pending_webhooks``; an event
+        the mirror held as undelivered that is no longer listed was delivered
+        (or resent) since, so its ``pending_webhooks`` becomes 0.  One call a
+        sync while fewer than 100 are undelivered, instead of re-reading every
+        event since the oldest one still pending.
+        """
+        now = self.clock()
+        since = now - timedelta(days=EVENTS_KEEP_DAYS)
+        seen: list[str] = []
+        after = None
+        while True:
+            params: dict = {"delivery_success": False, "created": {"gte": _epoch(since)}}
+            if after:
+                params["starting_after"] = after
+            try:
+                page = self.api.list_page("events", params)
+            except StripeCallError as exc:
+                if exc.permanent:  # localstripe refuses the parameter: say what is missing, not just "400"
+                    exc = StripeCallError(f"undelivered events (delivery_success=false) cannot be listed: {exc}",
+                                          kind=exc.kind, status=exc.status, permanent=True)
+                self._fail(result, exc)
+                return
+            result.pages += 1
+            result.fetched += len(page.data)
+            fetched_at = _epoch(self.clock())
+            objects = [(o.get("id"), slim_event(o), fetched_at) for o in page.data]
+            result.stored += upsert_newer(self.db, store.EVENTS, objects, "undelivered", self.clock())
+            result.stored += self._apply_events(page.data)
+            seen += [oid for oid, _, _ in objects if oid]
+            if not page.has_more or not page.data:
+                break
+            after = page.data[-1]["id"]
+        # The list is complete: what it no longer names has been delivered.
+        delivered = self.db[store.EVENTS].update_many(
+            {"created": {"$gte": since}, "pending_webhooks": {"$gt": 0}, "_id": {"$nin": seen}},
+            {"$set": {"pending_webhooks": 0, "delivered_seen_at": now}})
+        result.stored += delivered.modified_count
+        _save_state(self.db, UNDELIVERED, {"status": "ok", "error": None, "synced_at": self.clock(),
+                                           "count": len(seen)})
 
     def _sync_endpoints(self, result: ResourceResult) -> None:
         seen: list[str] = []

@@ -52,7 +52,8 @@ INDEXES: dict[str, list[list[tuple[str, int]]]] = {
     CHARGES: [[("created", ASCENDING)], [("payment_intent", ASCENDING)]],
     REFUNDS: [[("created", ASCENDING)], [("payment_intent", ASCENDING)], [("charge", ASCENDING)]],
     DISPUTES: [[("created", ASCENDING)], [("status", ASCENDING)]],
-    EVENTS: [[("created", ASCENDING)], [("pending_webhooks", ASCENDING), ("created", ASCENDING)]],
+    EVENTS: [[("created", ASCENDING)], [("pending_webhooks", ASCENDING), ("created", ASCENDING)],
+             [("object_id", ASCENDING), ("type", ASCENDING)]],  # reconciliation: when each payment succeeded
     SYNC_RUNS: [[("started_at", DESCENDING)]],
 }
 

@@ -1,21 +1,33 @@
-"""What localstripe lacks, in a small HTTP server in front of it.
+"""A fake Stripe that answers as Stripe does: localstripe behind, what it lacks in front.
 
 :class:`StripeExtras` listens on a free loopback port and forwards every
-request to a real localstripe, except:
+request to a real localstripe, except the list endpoints the mirror reads
+(``GET /v1/payment_intents``, ``charges``, ``refunds``, ``disputes``,
+``events``, ``webhook_endpoints``), which it answers itself the way Stripe
+does:
 
-* ``GET /v1/disputes`` and ``GET /v1/webhook_endpoints``: served from its own
-  lists (:meth:`add_dispute`, :meth:`add_endpoint`), with Stripe's ``created``
-  filters, ``limit`` and ``starting_after``, newest first;
-* ``GET /v1/events``: localstripe's events plus the ones added here (dispute
-  events), newest first, each with ``pending_webhooks`` (0 unless set with
-  :meth:`set_pending`), which localstripe does not report;
+* localstripe's objects merged with the ones a test adds (:meth:`add`, in
+  the shapes of ``tests/fakes/stripe_objects.py``; an added object replaces
+  localstripe's with the same id), newest first, with Stripe's
+  ``created[gt|gte|lt|lte]``, ``limit`` (1 to 100, default 10) and
+  ``starting_after``; the Events list also takes ``type`` and
+  ``delivery_success`` (``false``: events still pending or that failed
+  delivery, that is ``pending_webhooks > 0``);
+* a parameter the endpoint does not take is a 400 ``parameter_unknown``, a
+  ``limit`` out of range a 400, a key other than the one it was given a 401,
+  each with Stripe's error body;
+* every event has ``pending_webhooks`` (0 unless set with :meth:`set_pending`),
+  which localstripe does not report;
 * faults: :meth:`fail_next` answers the next N matching requests with a
-  status (429, 500, ...) instead of forwarding them.
+  status and Stripe's error body for it (a 429 is
+  ``{"error": {"type": "invalid_request_error", "code": "rate_limit", ...}}``),
+  with any headers (``Retry-After``).
 
-It records every request it receives (:attr:`requests`), so a test can assert
-on what the client sent: how many calls, which ``created`` filter, whether a
-retry happened.  The Search API is not served: Paywatch does not use it
-(Stripe documents it as eventually consistent, unfit for syncing).
+It records every request it receives (:attr:`requests`, with the monotonic
+time it arrived), so a test can assert on what the client sent: how many
+calls, which filter, how long it waited before a retry.  The Search API is
+not served: Paywatch does not use it (Stripe documents it as eventually
+consistent, unfit for syncing).
 """
 
 from __future__ import annotations
@@ -23,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import string
 import threading
 import time
@@ -33,6 +46,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import requests
 
+from fakes import stripe_objects as so
 from metrics.embedded import free_port
 
 
@@ -56,6 +70,73 @@ class Seen:
     query: dict
     status: int
     authorization: str | None
+    at: float = 0.0  # time.monotonic() when it arrived
+
+
+# The list endpoints served here, and the parameters each takes besides paging
+# (https://docs.stripe.com/api, "List all ..." of each object).
+LISTS = {
+    "/v1/payment_intents": ("payment_intents", {"customer", "created"}),
+    "/v1/charges": ("charges", {"customer", "payment_intent", "transfer_group", "created"}),
+    "/v1/refunds": ("refunds", {"charge", "payment_intent", "created"}),
+    "/v1/disputes": ("disputes", {"charge", "payment_intent", "created"}),
+    "/v1/events": ("events", {"type", "types[]", "delivery_success", "created"}),
+    "/v1/webhook_endpoints": ("webhook_endpoints", set()),
+}
+FROM_UPSTREAM = ("payment_intents", "charges", "refunds", "events")
+PAGING = {"limit", "starting_after", "ending_before", "expand[]"}
+CREATED_OPS = ("gt", "gte", "lt", "lte")
+
+
+def error_body(status: int, *, message: str | None = None, code: str | None = None, param: str | None = None) -> dict:
+    """Stripe's error object for ``status`` (https://docs.stripe.com/api/errors)."""
+    if status == 429:
+        err = {"code": "rate_limit", "doc_url": "https://stripe.com/docs/error-codes/rate-limit",
+               "message": "Request rate limit exceeded. You can learn more about rate limits here "
+                          "https://stripe.com/docs/rate-limits.", "type": "invalid_request_error"}
+    elif status >= 500:
+        err = {"message": message or "An unknown error occurred", "type": "api_error"}
+    elif status == 401:
+        err = {"message": message or "Invalid API Key provided: sk_test_****", "type": "invalid_request_error"}
+    elif status == 403:
+        err = {"message": message or "The provided key does not have the required permissions for this endpoint.",
+               "type": "invalid_request_error"}
+    elif status == 404:
+        err = {"message": message or "Unrecognized request URL.", "type": "invalid_request_error"}
+    else:
+        err = {"message": message or "Invalid request.", "type": "invalid_request_error"}
+    if code:
+        err["code"] = code
+        err["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
+    if param:
+        err["param"] = param
+    return {"error": err}
+
+
+def _normalise(query: dict) -> dict:
+    """``expand[0]`` and ``types[1]`` as the names they stand for."""
+    return {re.sub(r"\[\d+\]$", "[]", k): v for k, v in query.items()}
+
+
+def _check_params(path: str, query: dict) -> tuple[int, dict] | None:
+    """Stripe's 400 for a parameter the list does not take or a bad ``limit``; ``None`` when fine."""
+    _, allowed = LISTS[path]
+    for name in _normalise(query):
+        base = name.split("[", 1)[0] if name.startswith("created[") else name
+        ok = name in PAGING or name in allowed or (
+            base == "created" and "created" in allowed and name[len("created["):-1] in CREATED_OPS)
+        if not ok:
+            return 400, error_body(400, message=f"Received unknown parameter: {name}", code="parameter_unknown",
+                                   param=name)
+    if "limit" in query:
+        try:
+            limit = int(query["limit"])
+        except ValueError:
+            limit = -1
+        if not 1 <= limit <= 100:
+            return 400, error_body(400, message="This value must be greater than or equal to 1 and less than or "
+                                                "equal to 100.", code="parameter_invalid_integer", param="limit")
+    return None
 
 
 def _created_ok(created: int, query: dict) -> bool:
@@ -63,12 +144,26 @@ def _created_ok(created: int, query: dict) -> bool:
         value = query.get(f"created[{op}]")
         if value is not None and not test(created, int(value)):
             return False
+    if query.get("created") is not None and created != int(query["created"]):
+        return False
+    return True
+
+
+def _matches(resource: str, item: dict, query: dict) -> bool:
+    if "created" in item and not _created_ok(item["created"], query):
+        return False
+    for key in ("customer", "payment_intent", "charge", "type"):
+        if query.get(key) is not None and item.get(key) != query[key]:
+            return False
+    if resource == "events" and query.get("delivery_success") is not None:
+        undelivered = (item.get("pending_webhooks") or 0) > 0
+        if undelivered != (query["delivery_success"] == "false"):
+            return False
     return True
 
 
 def _page(items: list[dict], query: dict, url: str) -> dict:
-    """Stripe's list envelope over ``items`` (already newest first) with limit and starting_after."""
-    items = [i for i in items if _created_ok(i["created"], query)]
+    """Stripe's list envelope over ``items`` (already filtered, newest first) with limit and starting_after."""
     after = query.get("starting_after")
     if after:
         ids = [i["id"] for i in items]
@@ -78,14 +173,13 @@ def _page(items: list[dict], query: dict, url: str) -> dict:
 
 
 class StripeExtras:
-    """A fake Stripe front: localstripe behind, disputes, endpoints and faults in front."""
+    """A fake Stripe front: localstripe behind; added objects, real list semantics and faults in front."""
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, api_key: str | None = None):
         self.upstream = upstream.rstrip("/")
+        self.api_key = api_key
         self.port = free_port()
-        self.disputes: list[dict] = []
-        self.endpoints: list[dict] = []
-        self.extra_events: list[dict] = []
+        self.objects: dict[str, list[dict]] = {name: [] for name, _ in LISTS.values()}
         self.pending: dict[str, int] = {}
         self.faults: list[Fault] = []
         self.requests: list[Seen] = []
@@ -93,6 +187,19 @@ class StripeExtras:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    # The lists tests used to reach directly.
+    @property
+    def disputes(self) -> list[dict]:
+        return self.objects["disputes"]
+
+    @property
+    def endpoints(self) -> list[dict]:
+        return self.objects["webhook_endpoints"]
+
+    @property
+    def extra_events(self) -> list[dict]:
+        return self.objects["events"]
 
     @property
     def url(self) -> str:
@@ -109,9 +216,8 @@ class StripeExtras:
     def reset(self) -> None:
         """Forget everything served here and clear localstripe's data."""
         with self._lock:
-            self.disputes.clear()
-            self.endpoints.clear()
-            self.extra_events.clear()
+            for items in self.objects.values():
+                items.clear()
             self.pending.clear()
             self.faults.clear()
             self.requests.clear()
@@ -125,18 +231,22 @@ class StripeExtras:
         with self._lock:
             self.faults.append(Fault(path_prefix, status, times, dict(headers or {}), after))
 
+    def add(self, resource: str, obj: dict) -> dict:
+        """Serve ``obj`` in the ``resource`` list (``"refunds"``...), in place of localstripe's with its id."""
+        with self._lock:
+            items = self.objects[resource]
+            items[:] = [i for i in items if i["id"] != obj["id"]]
+            items.insert(0, obj)
+        return obj
+
     def add_dispute(self, charge: dict, *, amount: int | None = None, status: str = "needs_response",
                     reason: str = "fraudulent", created: int | None = None) -> dict:
         """A dispute on ``charge`` (a localstripe charge, as a dict) and its ``charge.dispute.created`` event."""
         created = created or int(time.time())
-        dispute = {
-            "id": _random_id("dp_"), "object": "dispute", "amount": amount or charge["amount"],
-            "currency": charge["currency"], "status": status, "reason": reason, "charge": charge["id"],
-            "payment_intent": charge.get("payment_intent"), "created": created, "livemode": False,
-            "evidence_details": {"due_by": created + 7 * 86400}, "is_charge_refundable": False,
-        }
-        with self._lock:
-            self.disputes.insert(0, dispute)
+        dispute = so.dispute(charge, status=status, reason=reason, created=created)
+        if amount:
+            dispute["amount"] = amount
+        self.add("disputes", dispute)
         self.add_event("charge.dispute.created", dispute, created=created)
         return dispute
 
@@ -148,21 +258,13 @@ class StripeExtras:
         self.add_event(event_type, snapshot)
         return snapshot
 
-    def add_event(self, event_type: str, obj: dict, *, created: int | None = None, pending: int = 0) -> dict:
-        event = {"id": _random_id("evt_"), "object": "event", "type": event_type, "created": created or int(time.time()),
-                 "data": {"object": dict(obj)}, "livemode": False, "pending_webhooks": pending,
-                 "api_version": "2026-10-28.endive", "request": {"id": None}}
-        with self._lock:
-            self.extra_events.insert(0, event)
-        return event
+    def add_event(self, event_type: str, obj: dict, *, created: int | None = None, pending: int = 0,
+                  api_version: str = so.API_VERSION) -> dict:
+        return self.add("events", so.event(event_type, obj, created=created, pending_webhooks=pending,
+                                           api_version=api_version))
 
     def add_endpoint(self, url: str, events: list[str], status: str = "enabled") -> dict:
-        endpoint = {"id": _random_id("we_"), "object": "webhook_endpoint", "url": url, "enabled_events": events,
-                    "status": status, "created": int(time.time()), "livemode": False, "api_version": None,
-                    "description": None}
-        with self._lock:
-            self.endpoints.insert(0, endpoint)
-        return endpoint
+        return self.add("webhook_endpoints", so.webhook_endpoint(url, events, status=status))
 
     def set_pending(self, event_id: str, count: int) -> None:
         with self._lock:
@@ -185,23 +287,34 @@ class StripeExtras:
                     return fault
         return None
 
-    def _events(self, query: dict, headers: dict) -> dict:
-        upstream: list[dict] = []
+    def _upstream(self, path: str, query: dict, auth: str) -> list[dict]:
+        """Every object of localstripe's list in the ``created`` range; the volumes in tests are small."""
         params = {k: v for k, v in query.items() if k.startswith("created[")}
+        out: list[dict] = []
         after = None
-        while True:  # every upstream page in the window; the volumes in tests are small
-            page = requests.get(f"{self.upstream}/v1/events", params={**params, "limit": 100, **({"starting_after": after} if after else {})},
-                                headers=headers, timeout=30).json()
-            upstream += page["data"]
+        while True:
+            page = requests.get(f"{self.upstream}{path}", params={**params, "limit": 100,
+                                                                 **({"starting_after": after} if after else {})},
+                                headers={"Authorization": auth}, timeout=30).json()
+            out += page["data"]
             if not page.get("has_more") or not page["data"]:
-                break
+                return out
             after = page["data"][-1]["id"]
+
+    def _list(self, path: str, query: dict, auth: str) -> dict:
+        resource, _ = LISTS[path]
+        upstream = self._upstream(path, query, auth) if resource in FROM_UPSTREAM else []
         with self._lock:
-            events = upstream + [dict(e) for e in self.extra_events]
-            for event in events:
-                event["pending_webhooks"] = self.pending.get(event["id"], event.get("pending_webhooks", 0))
-        events.sort(key=lambda e: (e["created"], e["id"]), reverse=True)
-        return _page(events, query, "/v1/events")
+            added = [dict(i) for i in self.objects[resource]]
+            pending = dict(self.pending)
+        ids = {i["id"] for i in added}
+        items = [i for i in upstream if i["id"] not in ids] + added
+        if resource == "events":
+            for event in items:
+                event["pending_webhooks"] = pending.get(event["id"], event.get("pending_webhooks") or 0)
+        items = [i for i in items if _matches(resource, i, query)]
+        items.sort(key=lambda i: (i.get("created", 0), i["id"]), reverse=True)
+        return _page(items, query, path)
 
     def _handler(self):
         extras = self
@@ -211,28 +324,31 @@ class StripeExtras:
                 pass
 
             def _serve(self):
+                arrived = time.monotonic()
                 parts = urlsplit(self.path)
                 query = dict(parse_qsl(parts.query))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                auth = self.headers.get("Authorization", "")
                 fault = extras._fault_for(parts.path)
-                if fault is not None:
-                    status, payload, headers = fault.status, {"error": {"type": "api_error", "message": f"injected {fault.status}"}}, fault.headers
-                elif self.command == "GET" and parts.path == "/v1/disputes":
-                    with extras._lock:
-                        status, payload, headers = 200, _page([dict(d) for d in extras.disputes], query, "/v1/disputes"), {}
-                elif self.command == "GET" and parts.path == "/v1/webhook_endpoints":
-                    with extras._lock:
-                        status, payload, headers = 200, _page([dict(e) for e in extras.endpoints], query, "/v1/webhook_endpoints"), {}
-                elif self.command == "GET" and parts.path == "/v1/events":
-                    status, payload, headers = 200, extras._events(query, {"Authorization": self.headers.get("Authorization", "")}), {}
+                payload, raw, headers = None, b"", {}
+                if extras.api_key and parts.path.startswith("/v1/") and auth != f"Bearer {extras.api_key}":
+                    shown = auth.removeprefix("Bearer ")[-4:]
+                    status, payload = 401, error_body(401, message=f"Invalid API Key provided: sk_test_****{shown}")
+                elif fault is not None:
+                    status, payload, headers = fault.status, error_body(fault.status), fault.headers
+                elif self.command == "GET" and parts.path in LISTS:
+                    refused = _check_params(parts.path, query)
+                    if refused:
+                        status, payload = refused
+                    else:
+                        status, payload = 200, extras._list(parts.path, query, auth)
                 else:
                     forwarded = requests.request(self.command, extras.upstream + self.path, data=body, timeout=30,
                                                  headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
-                    status, raw, headers = forwarded.status_code, forwarded.content, {}
-                    payload = None
+                    status, raw = forwarded.status_code, forwarded.content
                 with extras._lock:
-                    extras.requests.append(Seen(self.command, parts.path, query, status, self.headers.get("Authorization")))
+                    extras.requests.append(Seen(self.command, parts.path, query, status, auth or None, arrived))
                 data = raw if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -306,7 +422,7 @@ def localstripe(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def stripe_front(localstripe):
-    extras = StripeExtras(localstripe.base_url).start()
+    extras = StripeExtras(localstripe.base_url, api_key=localstripe.api_key).start()
     yield extras
     extras.stop()
 

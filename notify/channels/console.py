@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 
-from alerts.channels.base import Channel
-from alerts.config import AlertsConfig
-from alerts.messages import RESOLVED, plain_text
 from metrics.settings import Settings
+from notify.channels.base import Channel, Post
+from notify.message import RESOLVED, plain_text
+from notify.options import DeliveryOptions
 
+# The name the alert worker's log has always used for what it posts to the console.
 log = logging.getLogger("alerts.console")
 
 
@@ -20,9 +21,9 @@ class ConsoleChannel(Channel):
     name = "console"
 
     @classmethod
-    def from_settings(cls, settings: Settings, config: AlertsConfig) -> "ConsoleChannel":
+    def from_settings(cls, settings: Settings, config: DeliveryOptions) -> "ConsoleChannel":
         return cls()
 
-    def send(self, message: dict) -> None:
+    def send(self, message: dict, *, key: str = "", thread: Post | None = None) -> None:
         level = logging.INFO if message["kind"] == RESOLVED else logging.WARNING
         log.log(level, "\n%s", plain_text(message))

@@ -1,16 +1,16 @@
 """Notification channels: one module per channel, one registry (name -> class).
 
-To add a channel: a module with a :class:`~alerts.channels.base.Channel`
+To add a channel: a module with a :class:`~notify.channels.base.Channel`
 subclass, and one line in ``CHANNELS``.
 """
 
 from __future__ import annotations
 
-from alerts.channels.base import Channel, TransportError
-from alerts.channels.console import ConsoleChannel
-from alerts.channels.slack import SlackChannel
-from alerts.config import AlertsConfig
 from metrics.settings import Settings, SettingsError
+from notify.channels.base import Channel, Post, TransportError
+from notify.channels.console import ConsoleChannel
+from notify.channels.slack import SlackChannel
+from notify.options import DeliveryOptions
 
 CHANNELS: dict[str, type[Channel]] = {
     "slack": SlackChannel,
@@ -19,7 +19,7 @@ CHANNELS: dict[str, type[Channel]] = {
 FALLBACK = "console"
 
 
-def build_channels(settings: Settings, config: AlertsConfig) -> dict[str, Channel]:
+def build_channels(settings: Settings, config: DeliveryOptions) -> dict[str, Channel]:
     """The channels alerts go to: ``[alerts] channels`` if set, else every configured
     channel, else the console."""
     if config.channels is not None:
@@ -44,11 +44,4 @@ def build_channels(settings: Settings, config: AlertsConfig) -> dict[str, Channe
     return chosen or {FALLBACK: CHANNELS[FALLBACK].from_settings(settings, config)}
 
 
-def report_channels(settings: Settings, config: AlertsConfig, failed: str) -> dict[str, Channel]:
-    """Where a dead letter is reported: every other alert channel, and always the console."""
-    others = {n: c for n, c in build_channels(settings, config).items() if n != failed}
-    others.setdefault(FALLBACK, CHANNELS[FALLBACK].from_settings(settings, config))
-    return others
-
-
-__all__ = ["CHANNELS", "Channel", "TransportError", "build_channels", "report_channels"]
+__all__ = ["CHANNELS", "FALLBACK", "Channel", "Post", "TransportError", "build_channels"]
