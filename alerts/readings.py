@@ -569,8 +569,9 @@ def explain_events_expiring(ctx: EvalContext, rule: "Rule", reading: Reading) ->
 METRICS["stripe_endpoint_failing_hours"] = Metric(
     "stripe_endpoint_failing_hours", "per enabled webhook endpoint, hours since the oldest event Stripe has not "
     "delivered to it was created (events listed with delivery_success=false, Stripe mirror)", "h",
-    read_endpoint_failing, explain_endpoint_failing, reads="state", windowed=False, needs="STRIPE_API_KEY")
+    read_endpoint_failing, explain_endpoint_failing, reads="state", windowed=False, needs="STRIPE_API_KEY",
+    inhibited_by=(STRIPE_DOWN,))
 METRICS["stripe_events_expiring"] = Metric(
     "stripe_events_expiring", "unreconciled mismatches and undelivered events older than 25 days, about to leave "
     "the Events API's 30 days", "count", read_events_expiring, explain_events_expiring, windowed=False,
-    needs="STRIPE_API_KEY")
+    needs="STRIPE_API_KEY", inhibited_by=(SOURCE_DOWN, STRIPE_DOWN))

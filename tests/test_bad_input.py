@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from streamlit.testing.v1 import AppTest
 
-from alerts.channels import slack as slack_channel
+from notify.channels import slack as slack_channel
 from alerts.engine import evaluate
 from alerts.messages import alert_message, plain_text
 from alerts.readings import METRICS, EvalContext
