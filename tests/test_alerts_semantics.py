@@ -131,9 +131,8 @@ def test_a_stuck_payment_count_flipping_every_minute_posts_at_most_two_messages_
     assert len(slack.delivered()) <= 2
 
 
-def test_a_rule_flipping_every_five_minutes_is_announced_flapping_once_then_settles(worker_for, slack, platform_db):
-    from fakes.fixtures import make_rule
-    worker = worker_for([make_rule(window=120, keep_firing_for=0)])  # no damping: only flap detection
+def flip_every_five_minutes(worker, platform_db) -> None:
+    """Three failed payments for five minutes, none for five, for an hour; then none for 70 minutes."""
     doc = payment(at(-1), "failed")
     ids = []
     for minute in range(0, 60, 5):
@@ -147,9 +146,28 @@ def test_a_rule_flipping_every_five_minutes_is_announced_flapping_once_then_sett
     platform_db.payments.delete_many({})
     for minute in range(60, 130, 5):  # quiet for over an hour: it settles clear
         worker.cycle(at(minute))
+
+
+def test_a_rule_flipping_every_five_minutes_is_announced_flapping_once_then_settles(worker_for, slack, platform_db):
+    from fakes.fixtures import make_rule
+    worker = worker_for([make_rule(window=120, keep_firing_for=0)])  # no damping: only flap detection
+    flip_every_five_minutes(worker, platform_db)
     texts = [p.text for p in slack.wait_for(6)]
     flapping = [t for t in texts if "is flapping" in t]
     assert len(flapping) == 1 and "changes between firing and clear in the last hour" in flapping[0]
     assert len(texts) == 6  # first, resolved, first, resolved, flapping, and one closing resolve
     assert "Resolved" in texts[-1] and "stopped flapping" in texts[-1]
     assert not state_of(worker, "too_many_failures")["flapping"]
+
+
+def test_with_a_bot_token_the_resolve_that_ends_the_flapping_edits_the_flapping_message(worker_for, slack,
+                                                                                       platform_db):
+    from fakes.fixtures import make_rule
+    from fakes.slack import TOKEN
+    worker = worker_for([make_rule(window=120, keep_firing_for=0)], SLACK_WEBHOOK_URL=None, SLACK_BOT_TOKEN=TOKEN,
+                        SLACK_CHANNEL="C0PAYMENTS", alerts={"slack_api_base": slack.api_base})
+    flip_every_five_minutes(worker, platform_db)
+    posts = slack.channel_messages("C0PAYMENTS")
+    assert len(posts) == 3  # two firing episodes, each edited resolved, and the flapping announcement
+    assert all(p.edits == 1 and p.header.startswith("✅ RESOLVED") for p in posts)
+    assert "stopped flapping" in posts[-1].text or "stopped flapping" in str(posts[-1].blocks)
