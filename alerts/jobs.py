@@ -44,6 +44,9 @@ from notify.outbox import Outbox
 
 TriggerFactory = Callable[[Settings, AlertsConfig], BaseTrigger]
 
+ROLLUP_REFRESH_S = 5
+ROLLUP_VERIFY_S = 600  # a day of history per run: a year is checked in about two and a half days
+
 
 @dataclass(frozen=True)
 class JobContext:
@@ -57,10 +60,10 @@ class JobContext:
     stopping: threading.Event
 
     def source(self):
-        """The platform's database (read-only); raises ``DataSourceUnavailable``."""
-        from metrics.db import source
+        """The platform's database (read-only), figures from the rollups; raises ``DataSourceUnavailable``."""
+        from metrics.rollups import live_source
 
-        return source(self.settings)
+        return live_source(self.settings)
 
     def enqueue(self, key: str, message: dict, channels: list[str] | None = None) -> list[str]:
         """Post through the outbox (retries, dedup by ``key``, pacing); see ``notify.message`` for the shape."""
@@ -133,7 +136,25 @@ def sync_stripe_mirror(ctx: JobContext) -> str:
     return "skipped" if report.skipped else "done" if report.ok else "stopped"
 
 
+def refresh_rollups(ctx: JobContext) -> str:
+    """Bring the rollups up to date, so that a change shows within seconds, not at the next cycle."""
+    from metrics.rollups import live_source
+
+    live_source(ctx.settings)
+    return "done"
+
+
+def verify_rollups(ctx: JobContext) -> str:
+    """Check the next day of history against the raw documents and repair what differs."""
+    report = ctx.source().rollups.verify_step()
+    differ = sum(len(r["differ"]) for r in report.values())
+    return f"{differ} repaired" if differ else "ok"
+
+
 JOBS: list[JobSpec] = [
+    # Keep the rollups fresh between evaluations, and verify them a day of history at a time.
+    JobSpec("rollups", refresh_rollups, every(lambda s, c: ROLLUP_REFRESH_S), leader_only=False),
+    JobSpec("rollups-verify", verify_rollups, every(lambda s, c: ROLLUP_VERIFY_S)),
     # Copy Stripe's objects into PAYWATCH_DB.
     JobSpec("stripe-mirror", sync_stripe_mirror, stripe_mirror_trigger),
     JobSpec("weekly-report", "reports.job:run_weekly_job", "reports.job:weekly_report_trigger"),

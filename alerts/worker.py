@@ -52,6 +52,7 @@ from metrics import probe as probe_mod
 from metrics import signals
 from metrics.db import DataSourceUnavailable, source, state_db
 from metrics.redact import describe
+from metrics.rollups import live_source
 from metrics.settings import Settings
 from metrics.windows import iso
 from notify import outbox as outbox_mod
@@ -105,7 +106,8 @@ class Worker:
 
     def _source(self):
         try:
-            src = source(self.settings)
+            # The figures come from the rollups, brought up to date first (docs/metrics.md, "Rollups").
+            src = live_source(self.settings)
             src.command("ping")
             return src, None
         except DataSourceUnavailable as exc:

@@ -30,6 +30,7 @@ from pymongo.errors import PyMongoError
 
 from metrics import format as fmt
 from metrics.db import DataSourceUnavailable, source, state_db
+from metrics.rollups import live_source
 from metrics.settings import Settings, SettingsError, get_settings
 from metrics.targets import Target, TargetsError, targets
 from metrics.windows import CALENDAR, PRESETS, Window, parse_instant, utc
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 
 LIVE_TTL_S = 30  # cache lifetime of live figures, and how often live pages redraw
 SLOW_TTL_S = 300  # whole-collection scans (data quality) and server statistics
+# A page's figures come from the rollups; the process brings them up to date at most this often
+# (the worker keeps them fresh within seconds between).
+ROLLUP_MAX_AGE_S = 5
 RETRY_S = 15  # after a failed query, serve last good values this long before asking again
 LAST_GOOD_MAX = 2000  # remembered query results (a few per tile and chart)
 
@@ -228,12 +232,12 @@ def _name(fn: Callable) -> str:
 
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=2000, show_spinner=False)
 def _platform_live(name: str, db: str, args: tuple) -> Any:
-    return _function(name)(source(get_settings()), *args)
+    return _function(name)(live_source(get_settings(), ROLLUP_MAX_AGE_S), *args)
 
 
 @st.cache_data(ttl=SLOW_TTL_S, max_entries=200, show_spinner=False)
 def _platform_slow(name: str, db: str, args: tuple) -> Any:
-    return _function(name)(source(get_settings()), *args)
+    return _function(name)(live_source(get_settings(), ROLLUP_MAX_AGE_S), *args)
 
 
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=200, show_spinner=False)

@@ -171,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
 
         auth = _auth_configured()
         address = "0.0.0.0" if auth else "127.0.0.1"
+        # Build the rollups (the figures' buckets) before the pages ask for them; later runs only catch up.
+        say("bringing the rollups up to date (built once, with progress) ...")
+        if subprocess.run([py, "-m", "metrics", "rollups", "refresh"], cwd=ROOT, env=env,
+                          stdout=subprocess.DEVNULL).returncode != 0:
+            say("the rollups could not be built; see the line above (pages read the raw documents meanwhile)")
         children.append(Child("dashboard", [
             py, "-m", "streamlit", "run", str(ROOT / "dashboard" / "app.py"),
             "--server.port", str(args.port), "--server.address", address, "--server.headless", "true",

@@ -49,9 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     roll = sub.add_parser("rollups", help="build, inspect or verify the rollups the figures are read from",
                           description="The rollups are per-15-minute buckets of every figure, kept in PAYWATCH_DB "
                                       "(docs/metrics.md, 'Rollups'). 'build' builds them from scratch with progress "
-                                      "on stderr; 'status' says how fresh each collection's are; 'verify' compares "
+                                      "on stderr; 'refresh' builds what is missing and catches up with the changes "
+                                      "since the last refresh; 'status' says how fresh each collection's are; 'verify' compares "
                                       "closed buckets with the raw documents and repairs any that differ.")
-    roll.add_argument("action", choices=("build", "status", "verify"))
+    roll.add_argument("action", choices=("build", "refresh", "status", "verify"))
     roll.add_argument("--since", type=_instant, default=None, metavar="ISO-8601",
                       help="verify: from this instant (default: the oldest bucket, i.e. the whole history)")
     roll.add_argument("--no-repair", action="store_true", help="verify: report differences without repairing them")
@@ -148,6 +149,8 @@ def _rollups(args, settings, src) -> int:
     store = attached.rollups
     if args.action == "build":
         result = {"built": store.build()}
+    elif args.action == "refresh":
+        result = {"refreshed": store.refresh()}
     elif args.action == "verify":
         store.refresh()
         end = datetime.now(timezone.utc)
@@ -165,6 +168,9 @@ def _rollups(args, settings, src) -> int:
     if args.action == "build":
         for key, n in result["built"].items():
             print(f"built {key}: {fmt.count(n)} documents")
+    elif args.action == "refresh":
+        for key, what in result["refreshed"].items():
+            print(f"{key}: {what}")
     elif args.action == "verify":
         for name, r in result["series"].items():
             state = "ok" if not r["differ"] else f"{r['differ']} differed" + ("" if args.no_repair else ", repaired")

@@ -206,6 +206,7 @@ class EmbeddedMongo(ChildServer):
 
     stem: ClassVar[str] = "mongo"
     label: ClassVar[str] = "the embedded database"
+    test_commands: bool = False  # configureFailPoint, for the fault-injection tests
 
     @property
     def storage_dir(self) -> Path:
@@ -224,4 +225,5 @@ class EmbeddedMongo(ChildServer):
     def command(self, port: int) -> list[str]:
         storage = ":memory:" if self.memory else str(self.storage_dir.resolve())
         return [find_executable(SERVER_COMMAND), "--host", "127.0.0.1", "--port", str(port),
-                "--storage-path", storage, "--log-level", "WARNING"]
+                "--storage-path", storage, "--log-level", "WARNING",
+                *(["--enable-test-commands"] if self.test_commands else [])]

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from pymongo.errors import PyMongoError
 
-from metrics.db import DataSourceUnavailable, source, state_db
+from metrics.db import DataSourceUnavailable, state_db
+from metrics.rollups import live_source
 from metrics.settings import SettingsError, load_settings
 from metrics.targets import TargetsError
 from reports.model import Report, build_report
@@ -72,7 +73,7 @@ def build(args, settings) -> Report:
         period = parse_month(args.month, tz) if args.month else last_complete_month(now, tz)
     require_complete(period, now)
     _progress(f"building the {period.kind} report for {period.title} ({period.timezone})")
-    src = source(settings)
+    src = live_source(settings)  # the figures come from the rollups, built first when missing
     return build_report(src, settings, period, state=_state_or_none(settings), progress=lambda w: _progress(f"reading {w}"))
 
 

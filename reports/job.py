@@ -47,7 +47,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
 from alerts.config import Duration, one_line
-from metrics.db import source
+from metrics.rollups import live_source
 from metrics.redact import describe, settings_secrets
 from metrics.settings import Settings, SettingsError
 from metrics.windows import iso, utc
@@ -180,7 +180,7 @@ def deliver_weekly_report(settings: Settings, state: Database, period: Period, c
     if claim is None:
         return _gave_up_if_dead(coll, doc_id, config, now)
     try:
-        report = build_report(source(settings), settings, period, state=state, generated_at=now)
+        report = build_report(live_source(settings), settings, period, state=state, generated_at=now)
         # The summary is kept first: the dashboard lists it even if Slack is down.
         coll.update_one({"_id": doc_id, "claimed_by": holder}, {"$set": report.to_record()})
         enqueue(f"report|{doc_id}", summary_message(report, settings, uploading=upload is not None))

@@ -38,7 +38,7 @@ def mongo_uri(tmp_path_factory) -> str:
     if configured:
         yield configured
         return
-    server = EmbeddedMongo(tmp_path_factory.mktemp("mongo"), memory=True)
+    server = EmbeddedMongo(tmp_path_factory.mktemp("mongo"), memory=True, test_commands=True)
     server.ensure()
     yield server.uri
     server.stop()

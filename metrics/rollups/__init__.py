@@ -9,10 +9,14 @@ window), ``figures.py`` answers the metric functions from them.
 from __future__ import annotations
 
 import functools
+import threading
+import time
 from datetime import timedelta
 from typing import Callable
 
-from metrics.db import Source, state_db
+from pymongo.errors import PyMongoError
+
+from metrics.db import Source, client_for, platform_uri, source, state_db, unavailable
 from metrics.settings import Settings
 
 
@@ -53,3 +57,41 @@ def attach(src: Source, settings: Settings, *, refresh: bool = True, progress: b
     if refresh:
         rollups.refresh()
     return Source(db=src.db, schema=src.schema, max_time_ms=src.max_time_ms, rollups=rollups)
+
+
+class _Live:
+    def __init__(self, src: Source):
+        self.src = src
+        self.refreshed = float("-inf")
+        self.lock = threading.Lock()
+
+
+_live: dict[tuple, _Live] = {}
+_live_lock = threading.Lock()
+
+
+def live_source(settings: Settings, max_age_s: float = 0.0) -> Source:
+    """The platform's Source with this process's rollups, brought up to date when older than ``max_age_s``.
+
+    One :class:`~metrics.rollups.store.Rollups` per process and database, so
+    its change streams stay open between refreshes (a refresh with nothing new
+    is one ``getMore`` per collection), and every page, cycle and report of the
+    process shares it.  A database that does not answer raises
+    ``DataSourceUnavailable``.
+    """
+    src = source(settings)
+    uri = platform_uri(settings)
+    key = (id(client_for(uri, settings)), settings.source_db_name, settings.state_db,
+           id(state_db(settings).client), settings.rollup_change_streams)
+    with _live_lock:
+        entry = _live.get(key)
+        if entry is None:
+            entry = _live[key] = _Live(attach(src, settings, refresh=False))
+    with entry.lock:
+        if time.monotonic() - entry.refreshed >= max_age_s:
+            try:
+                entry.src.rollups.refresh()
+            except PyMongoError as exc:
+                raise unavailable(exc) from exc
+            entry.refreshed = time.monotonic()
+    return entry.src

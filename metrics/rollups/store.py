@@ -29,6 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -38,9 +40,9 @@ from typing import Callable, Iterable
 from bson import ObjectId
 from pymongo import ASCENDING, ReplaceOne, UpdateOne
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
-from metrics.db import DataSourceUnavailable, Source, describe_error
+from metrics.db import DataSourceUnavailable, Source, describe_error, unavailable
 from metrics.enrollments import DUPLICATE_STATUSES
 from metrics.quality import COLLECTIONS, is_valid, valid_filter, valid_stages
 from metrics.rollups import buckets as bk
@@ -65,6 +67,7 @@ INVALIDATING = {"drop", "dropDatabase", "rename", "invalidate"}
 BUILD_BATCH = 2000
 WRITE_BATCH = 500
 VERIFY_STEP = timedelta(days=1)
+BUILD_CLAIM = timedelta(minutes=30)
 HOUR, DAY = "1h", "1d"
 QUARTERS = 4  # 15-minute buckets in an hour document
 
@@ -127,7 +130,7 @@ def read_valid(src: Source, series: Series, condition: dict, batch_size: int = 0
             if is_valid(series.collection, doc):
                 yield doc
     except PyMongoError as exc:
-        raise DataSourceUnavailable(describe_error(exc)) from exc
+        raise unavailable(exc) from exc
 
 
 def payment_times(src: Source, ids: list | None = None) -> dict:
@@ -147,7 +150,7 @@ def payment_times(src: Source, ids: list | None = None) -> dict:
                 out[raw["_id"]] = doc["completedAt"]
         return out
     except PyMongoError as exc:
-        raise DataSourceUnavailable(describe_error(exc)) from exc
+        raise unavailable(exc) from exc
 
 
 def with_payment_times(src: Source, docs: list[dict], times: dict | None = None) -> list[dict]:
@@ -244,6 +247,7 @@ class Rollups:
         self._streams: dict[str, object] = {}
         self._indexed = False
         self.hash = schema_hash(src)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
     # -- storage -------------------------------------------------------------------
 
@@ -314,7 +318,7 @@ class Rollups:
             rows = [r for level, a, b in ranges
                     for r in self.buckets.find({"s": series, "l": level, "t": {"$gte": a, "$lt": b}})]
         except PyMongoError as exc:
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         hour_docs = {bk.utc(r["t"]): _quarters_from(r) for r in rows if r["l"] == HOUR}
         day_docs = {bk.utc(r["t"]): Bucket.from_bson(r.get("b") or {}) for r in rows if r["l"] == DAY}
         out = {}
@@ -370,43 +374,66 @@ class Rollups:
         self.ensure_indexes()
         done = {}
         for key in collections:
-            stream_token, mode = self._open_for_build(key)
-            version = time.time_ns()
-            coll = self.src.coll(key)
-            total = coll.estimated_document_count()
-            for series in series_of(key):
-                found: dict[datetime, Bucket] = {}
-                seen = 0
-                times = payment_times(self.src) if series.with_payment else None
-                for batch in _batches(read_valid(self.src, series, {"$type": "date"}, BUILD_BATCH), BUILD_BATCH):
-                    if series.with_payment:
-                        with_payment_times(self.src, batch, times)
-                    for d in batch:
-                        when = d.get(series.field)
-                        if isinstance(when, datetime):
-                            series.fold(found.setdefault(bk.floor(when), Bucket()), d)
-                    seen += len(batch)
-                    self.progress(series.name, seen, total)
-                self.buckets.delete_many({"s": series.name})
-                self._write_hours(series.name, {bk.floor(t, HOUR) for t in found}, found, version, insert=True)
-                days: dict[datetime, Bucket] = {}
-                for t, b in found.items():
-                    days.setdefault(bk.floor(t, DAY), Bucket()).merge(b)
-                self._insert([_day_doc(series.name, d, b, version) for d, b in sorted(days.items())])
-                self.progress(series.name, sum(1 for _ in ()), None) if False else None
-            self._rebuild_invalid(key)
-            if key == "enrollments":
-                self._rebuild_pairs()
-            now = datetime.now(timezone.utc)
-            self.state[META].replace_one({"_id": key}, {
-                "_id": key, "version": FORMAT_VERSION, "schema": self.hash, "mode": mode, "token": stream_token,
-                "built_at": now, "refreshed_at": now, "polled_through": now, "documents": total,
-            }, upsert=True)
-            self._ready.add(key)
-            log.info("rollups: built %s (%d documents, %s)", key, total, mode)
-            self.progress(f"{key} built", total, None, final=True)
-            done[key] = total
+            if not self._lock(key):
+                log.info("rollups: %s is being built by another process", key)
+                continue
+            try:
+                done[key] = self._build_one(key)
+            finally:
+                self._unlock(key)
         return done
+
+    def _lock(self, key: str) -> bool:
+        """Claim the build of ``key`` (claims expire, so a process that died cannot hold one for ever)."""
+        now = datetime.now(timezone.utc)
+        try:
+            self.state[META].find_one_and_update(
+                {"_id": f"build:{key}", "$or": [{"until": {"$lt": now}}, {"holder": self.holder}]},
+                {"$set": {"holder": self.holder, "until": now + BUILD_CLAIM}}, upsert=True)
+            return True
+        except DuplicateKeyError:
+            return False
+
+    def _unlock(self, key: str) -> None:
+        self.state[META].delete_one({"_id": f"build:{key}", "holder": self.holder})
+
+    def _build_one(self, key: str) -> int:
+        """Fold the whole collection into fresh buckets; returns how many documents it holds."""
+        stream_token, mode = self._open_for_build(key)
+        version = time.time_ns()
+        coll = self.src.coll(key)
+        total = coll.estimated_document_count()
+        for series in series_of(key):
+            found: dict[datetime, Bucket] = {}
+            seen = 0
+            times = payment_times(self.src) if series.with_payment else None
+            for batch in _batches(read_valid(self.src, series, {"$type": "date"}, BUILD_BATCH), BUILD_BATCH):
+                if series.with_payment:
+                    with_payment_times(self.src, batch, times)
+                for d in batch:
+                    when = d.get(series.field)
+                    if isinstance(when, datetime):
+                        series.fold(found.setdefault(bk.floor(when), Bucket()), d)
+                seen += len(batch)
+                self.progress(series.name, seen, total)
+            self.buckets.delete_many({"s": series.name})
+            self._write_hours(series.name, {bk.floor(t, HOUR) for t in found}, found, version, insert=True)
+            days: dict[datetime, Bucket] = {}
+            for t, b in found.items():
+                days.setdefault(bk.floor(t, DAY), Bucket()).merge(b)
+            self._insert([_day_doc(series.name, d, b, version) for d, b in sorted(days.items())])
+        self._rebuild_invalid(key)
+        if key == "enrollments":
+            self._rebuild_pairs()
+        now = datetime.now(timezone.utc)
+        self.state[META].replace_one({"_id": key}, {
+            "_id": key, "version": FORMAT_VERSION, "schema": self.hash, "mode": mode, "token": stream_token,
+            "built_at": now, "refreshed_at": now, "polled_through": now, "documents": total,
+        }, upsert=True)
+        self._ready.add(key)
+        log.info("rollups: built %s (%d documents, %s)", key, total, mode)
+        self.progress(f"{key} built", total, None, final=True)
+        return total
 
     def _open_for_build(self, key: str) -> tuple[dict | None, str]:
         """A change stream opened now (its token is where the refresh will resume), or poll mode."""
@@ -420,7 +447,7 @@ class Rollups:
                 log.warning("rollups: change streams unavailable on %s (%s); re-aggregating the trailing %s "
                             "every cycle instead", key, describe_error(exc), self.trailing)
                 return None, "poll"
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         self._streams[key] = stream
         return stream.resume_token, "change_stream"
 
@@ -454,7 +481,7 @@ class Rollups:
                     out.append({"_id": raw["_id"], **doc})
             return out
         except PyMongoError as exc:
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
 
     def _rebuild_pairs(self) -> None:
         pairs: dict[str, list] = {}
@@ -483,8 +510,10 @@ class Rollups:
                     and meta.get("schema") == self.hash):
                 why = "missing" if not meta else "stale format or schema"
                 log.info("rollups: building %s (%s)", key, why)
-                self.build([key])
-                out[key] = "built"
+                built = self.build([key])
+                out[key] = "built" if key in built else "being built elsewhere"
+                if key not in built:
+                    continue
             elif meta["mode"] == "change_stream":
                 out[key] = self._follow(key, meta)
             else:
@@ -517,10 +546,10 @@ class Rollups:
                             key, describe_error(exc))
                 self.build([key])
                 return "rebuilt"
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         except PyMongoError as exc:
             self._close(key)
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         if changes:
             self.apply(key, changes)
         now = datetime.now(timezone.utc)
@@ -578,7 +607,7 @@ class Rollups:
         try:
             valid = {d["_id"] for d in rows}
         except PyMongoError as exc:
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         invalid = [i for i in ids if i not in valid]
         if valid:
             coll.delete_many({"c": key, "d": {"$in": list(valid)}})
