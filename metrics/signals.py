@@ -66,7 +66,8 @@ def _amounts(pairs: list[dict]) -> dict[str, int]:
 def _subject_match(split: str | None, subject: str | None, schema: Schema) -> list[dict]:
     if split is None or subject is None:
         return []
-    return [{"$match": {"$expr": {"$eq": [subject_expr(split, schema), subject]}}}]
+    # The subject is platform data ("$specialistId" is a valid id): a literal, never an expression.
+    return [{"$match": {"$expr": {"$eq": [subject_expr(split, schema), {"$literal": subject}]}}}]
 
 
 # -- payment outcomes ------------------------------------------------------------
@@ -288,6 +289,26 @@ def webhook_activity(src: Source, window: Window, weeks: int = 4) -> dict:
     weekly = [c for c in counts[1:] if c]
     return {"received": counts[0], "usual": statistics.median(weekly) if len(weekly) >= 2 else None,
             "weekly": counts[1:], "last_received_at": last_received_at(src, window.end)}
+
+
+def last_payment_pipeline(at: datetime, schema: Schema) -> list[dict]:
+    created = schema.payments["createdAt"]
+    return [*valid_stages("payments", schema, {created: {"$lt": at}}), {"$sort": {created: -1}}, {"$limit": 1},
+            {"$project": {"_id": 0, "createdAt": f"${created}"}}]
+
+
+def payment_activity(src: Source, window: Window, weeks: int = 4) -> dict:
+    """Payments created in W, what is usual for W, and the last one created (as :func:`webhook_activity`).
+
+    The data-absence rule reads it: a success rate has nothing to say when
+    no payment is made at all, so this one says the payments stopped.
+    """
+    key = src.schema.payments["createdAt"]
+    counts = [count_valid(src, "payments", {key: w.range()}) for w in baseline_windows(window, weeks)]
+    weekly = [c for c in counts[1:] if c]
+    last = src.aggregate("payments", last_payment_pipeline(window.end, src.schema))
+    return {"created": counts[0], "usual": statistics.median(weekly) if len(weekly) >= 2 else None,
+            "weekly": counts[1:], "last_created_at": utc(last[0]["createdAt"]) if last else None}
 
 
 def webhook_errors_pipeline(window: Window, schema: Schema, limit: int) -> list[dict]:
