@@ -24,6 +24,7 @@ from metrics.db import Source
 from metrics.enrollments import DUPLICATE_STATUSES
 from metrics.payments import _currency, _minor_units  # one definition of each
 from metrics.quality import count_valid, valid_stages
+from metrics.rollups import rolled_up
 from metrics.schema import SUCCEEDED_STATUSES, Schema
 from metrics.stats import ratio
 from metrics.webhooks import last_received_at
@@ -88,6 +89,7 @@ def payment_outcomes_pipeline(window: Window, schema: Schema, split: str | None 
     ]
 
 
+@rolled_up
 def payment_outcomes(src: Source, window: Window, split: str | None = None) -> dict[str, dict]:
     """``{subject: {"succeeded", "failed", "success_rate", "failed_amount": {cur: minor}}}``.
 
@@ -126,6 +128,7 @@ def decline_codes_pipeline(window: Window, schema: Schema, limit: int, split: st
     ]
 
 
+@rolled_up
 def decline_codes(src: Source, window: Window, limit: int = 5, split: str | None = None,
                   subject: str | None = None) -> list[dict]:
     """``[{"code", "count", "amount": {cur: minor}}]``: the top decline codes (one subject, or all)."""

@@ -50,7 +50,7 @@ from metrics.rollups.buckets import FINE, LEVELS, Bucket
 
 log = logging.getLogger("paywatch.rollups")
 
-FORMAT_VERSION = 2  # a change to what a bucket holds: stored rollups are rebuilt
+FORMAT_VERSION = 3  # a change to what a bucket holds: stored rollups are rebuilt
 BUCKETS = "rollup_buckets"
 META = "rollup_meta"
 INVALID = "rollup_invalid"
