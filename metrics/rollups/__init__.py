@@ -34,7 +34,10 @@ def rolled_up(raw: Callable) -> Callable:
         rollups = getattr(src, "rollups", None)
         if rollups is not None and rollups.serves(collections):
             from metrics.rollups import figures
-            return getattr(figures, name)(src, *args, **kwargs)
+            try:
+                return getattr(figures, name)(src, *args, **kwargs)
+            except PyMongoError as exc:  # Paywatch's own database, where the buckets are
+                raise unavailable(exc) from exc
         return raw(src.without_rollups() if rollups is not None else src, *args, **kwargs)
 
     serve.raw = raw
@@ -43,7 +46,7 @@ def rolled_up(raw: Callable) -> Callable:
 
 _COLLECTIONS_OF = {"payments": ("payments",), "webhooks": ("webhook_events",), "enrollments": ("enrollments",),
                    "quality": ("payments", "enrollments", "webhook_events"),
-                   "series": ("payments", "enrollments", "webhook_events")}
+                   "series": ("payments", "enrollments", "webhook_events"), "signals": ("payments",)}
 
 
 def attach(src: Source, settings: Settings, *, refresh: bool = True, progress: bool = False,

@@ -50,7 +50,7 @@ from metrics.rollups.buckets import FINE, LEVELS, Bucket
 
 log = logging.getLogger("paywatch.rollups")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3  # a change to what a bucket holds: stored rollups are rebuilt
 BUCKETS = "rollup_buckets"
 META = "rollup_meta"
 INVALID = "rollup_invalid"
@@ -565,10 +565,14 @@ class Rollups:
             doc = change.get("fullDocument")
             if change["operationType"] == "delete" or doc is None:
                 deleted.append(doc_id)
-                # No pre-image: the document's own id time is the best guess of its buckets; verification
-                # repairs the rest (platforms keep payments; only old webhook events expire).
-                if isinstance(doc_id, ObjectId):
-                    for s in series_of(key):
+                # No pre-image says where it was: look where a deleted document usually is, the time of its
+                # id (old webhook events expiring) and the trailing window (a draft removed soon after it
+                # was written); verification repairs the rest.
+                now = datetime.now(timezone.utc)
+                recent = _range(bk.floor(now - self.trailing), bk.floor(now) + LEVELS[FINE])
+                for s in series_of(key):
+                    dirty[s.name].update(recent)
+                    if isinstance(doc_id, ObjectId):
                         dirty[s.name].add(bk.floor(doc_id.generation_time))
                 continue
             upserted[doc_id] = doc
