@@ -197,6 +197,8 @@ OWN: list[tuple[str, str, tuple[str, ...]]] = [
     ("paywatch_outbox_messages", "Outbox messages by status: pending, sending, sent (kept 30 days), dead (gave up)",
      ("status",)),
     ("paywatch_database_up", "1 when the database answers a ping: the platform's or Paywatch's own", ("database",)),
+    ("paywatch_rollup_lag_seconds", "Seconds since the rollups of a platform collection were last brought up to date "
+     "(docs/metrics.md, Rollups)", ("collection",)),
 ]
 
 
@@ -321,6 +323,10 @@ class Health:
             for status in (outbox_mod.PENDING, outbox_mod.SENDING, outbox_mod.SENT, outbox_mod.DEAD):
                 out["paywatch_outbox_messages"].append(((status,), float(counts.get(status, 0))))
             out["paywatch_outbox_depth"].append(((), float(counts.get(outbox_mod.PENDING, 0) + counts.get(outbox_mod.SENDING, 0))))
+            from metrics.rollups import lag_seconds
+            for collection, lag in lag_seconds(self.settings).items():
+                if lag is not None:
+                    out["paywatch_rollup_lag_seconds"].append(((collection,), lag))
         except PyMongoError as exc:
             log.warning("/metrics: Paywatch's database is unavailable: %s", str(exc).splitlines()[0][:200])
         return out

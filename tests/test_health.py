@@ -184,6 +184,7 @@ def test_metrics_serve_the_snapshot_figures_with_currency_status_and_rule_labels
     assert value(families, "paywatch_worker_cycle_duration_seconds") > 0
     assert value(families, "paywatch_worker_last_cycle_timestamp_seconds") == pytest.approx(time.time(), abs=60)
     assert value(families, "paywatch_outbox_depth") == 0.0
+    assert 0 <= value(families, "paywatch_rollup_lag_seconds", collection="payments") < 60  # the cycle refreshed them
     assert value(families, "paywatch_database_up", database="platform") == 1.0
     assert value(families, "paywatch_worker_scheduler_running") == 0.0  # never started here
 

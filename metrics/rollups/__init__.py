@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Callable
 
 from pymongo.errors import PyMongoError
@@ -98,3 +98,21 @@ def live_source(settings: Settings, max_age_s: float = 0.0, trust_s: float = 0.0
                 raise unavailable(exc) from exc
             entry.refreshed = time.monotonic()
     return entry.src
+
+
+def lag_seconds(settings: Settings) -> dict[str, float | None]:
+    """Per platform collection: seconds since its rollups were last brought up to date (``None``: never built)."""
+    from metrics.rollups.store import META
+    from metrics.quality import COLLECTIONS
+
+    now = time.time()
+    metas = {m["_id"]: m for m in state_db(settings)[META].find({"_id": {"$in": list(COLLECTIONS)}})}
+    out = {}
+    for key in COLLECTIONS:
+        refreshed = (metas.get(key) or {}).get("refreshed_at")
+        if refreshed is None:
+            out[key] = None
+        else:
+            refreshed = refreshed if refreshed.tzinfo else refreshed.replace(tzinfo=timezone.utc)
+            out[key] = round(max(0.0, now - refreshed.timestamp()), 3)
+    return out
