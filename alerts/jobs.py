@@ -45,7 +45,7 @@ from notify.outbox import Outbox
 TriggerFactory = Callable[[Settings, AlertsConfig], BaseTrigger]
 
 ROLLUP_REFRESH_S = 5
-ROLLUP_VERIFY_S = 600  # a year of history is checked in about six days
+ROLLUP_VERIFY_S = 600  # a day of history per run: a year is checked in about two and a half days
 
 
 @dataclass(frozen=True)

@@ -106,9 +106,11 @@ def access(cfg: Settings) -> Access:
     user = st.user
     if not user.get("is_logged_in"):
         return Access(False, _login_screen)
-    email = user.get("email")
-    verified = user.get("email_verified")
-    if verified is False or not is_allowed(email, cfg.auth_allowed_emails, cfg.auth_allowed_domains):
+    # Only a provider that vouches for the address may be matched against the allow-list: an
+    # omitted claim is not a yes (OpenID Connect Core 1.0, section 5.1: email_verified is a boolean).
+    if user.get("email_verified") is not True:
+        return Access(False, _unverified_screen)
+    if not is_allowed(user.get("email"), cfg.auth_allowed_emails, cfg.auth_allowed_domains):
         return Access(False, _refused_screen)
     return Access(True)
 
@@ -124,6 +126,14 @@ def _refused_screen() -> None:
     st.error("Your account is not on this dashboard's allow-list. Ask an administrator to add your "
              "email or domain (PAYWATCH_AUTH_ALLOWED_EMAILS / PAYWATCH_AUTH_ALLOWED_DOMAINS).",
              icon=":material/block:")
+    st.button("Log out", on_click=st.logout, icon=":material/logout:")
+
+
+def _unverified_screen() -> None:
+    st.title("Paywatch")
+    st.error("Your identity provider has not verified your email address (email_verified is not true), "
+             "so it cannot be checked against this dashboard's allow-list. Verify it with the provider, "
+             "or ask an administrator.", icon=":material/block:")
     st.button("Log out", on_click=st.logout, icon=":material/logout:")
 
 
@@ -300,6 +310,53 @@ def worker_heartbeat(db) -> dict | None:
     return db["heartbeats"].find_one({"_id": "worker"}, max_time_ms=STATE_MAX_TIME_MS)
 
 
+@dataclass(frozen=True)
+class WorkerStatus:
+    """The one answer to "is the alert worker running?" that every page shows."""
+
+    state: str  # running | late | not seen
+    at: datetime | None  # its last heartbeat
+    age_s: float | None
+    late_after_s: float
+    limit_text: str  # where the limit comes from, for the page
+    beat: dict | None
+
+    @property
+    def late(self) -> bool:
+        return self.state == "late"
+
+    @property
+    def age_text(self) -> str:
+        return fmt.duration((self.age_s or 0) * 1000)
+
+
+def worker_late_after(settings: Settings, beat: dict | None) -> tuple[float, str]:
+    """How old a heartbeat may be, and why: what the worker recorded in it (it knows its own
+    settings), else ``[alerts] heartbeat_late``, else three evaluation intervals."""
+    recorded = fmt.number((beat or {}).get("late_after_s"))
+    if recorded is not None and recorded > 0:
+        return float(recorded), f"{recorded:g} s, the worker's heartbeat_late"
+    from alerts.config import load_config  # the dashboard reads the worker's settings, never the reverse
+    try:
+        config = load_config(settings)
+    except SettingsError:
+        config = None
+    if config is not None and config.heartbeat_late is not None:
+        limit = config.heartbeat_late.total_seconds()
+        return limit, f"{limit:g} s, [alerts] heartbeat_late"
+    limit = 3.0 * settings.eval_interval
+    return limit, f"3 × the evaluation interval ({limit:g} s)"
+
+
+def worker_status(settings: Settings, beat: dict | None, now: datetime) -> WorkerStatus:
+    limit, why = worker_late_after(settings, beat)
+    at = beat.get("at") if beat else None
+    if not isinstance(at, datetime):
+        return WorkerStatus("not seen", None, None, limit, why, beat)
+    age = (now - utc(at)).total_seconds()
+    return WorkerStatus("late" if age > limit else "running", utc(at), age, limit, why, beat)
+
+
 def md(text: object) -> str:
     """Data as literal text inside Markdown (alert summaries, error messages, labels)."""
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>$~:=^&])", r"\\\1", str(text))
@@ -423,6 +480,11 @@ class View:
         if when is not None:
             self.stale_since = min(self.stale_since or when, when)
         return value
+
+    def worker(self) -> WorkerStatus:
+        """The alert worker's status, as every page shows it: its heartbeat's age from the present,
+        unrounded, even on a page frozen by ``?at=`` (a sign of life is about now)."""
+        return worker_status(self.settings, self.state(worker_heartbeat), datetime.now(timezone.utc))
 
     def state(self, fn: Callable, *args: Any) -> Any:
         """``fn(state_db, *args)`` (Paywatch's own records: probes, alerts).

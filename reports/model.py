@@ -379,12 +379,19 @@ def _payments_by_status(ctx: _Context) -> Table:
         Column("previous", ctx.period.previous_label, "count")), rows)
 
 
+def _row_key(value: Any) -> str:
+    """A breakdown's key as its row reads: platform data may be anything, a row key is text."""
+    return "(none)" if value is None else value if isinstance(value, str) else repr(value)
+
+
 def _breakdown(ctx: _Context, key: str, title: str, field_name: str, label: str) -> Table:
     now = series.failures_by(ctx.src, ctx.period.window, field_name, TOP_ROWS)
-    before = {r["key"]: r["count"] for r in series.failures_by(ctx.src, ctx.period.previous, field_name, PREVIOUS_DEPTH)}
+    before = {_row_key(r["key"]): r["count"]
+              for r in series.failures_by(ctx.src, ctx.period.previous, field_name, PREVIOUS_DEPTH)}
     total = ctx.now.payments["failed"]
-    rows = [{"key": r["key"] if r["key"] is not None else "(none)", "count": r["count"],
-             "share": r["count"] / total if total else None, "previous": before.get(r["key"], 0)} for r in now]
+    rows = [{"key": _row_key(r["key"]), "count": r["count"],
+             "share": r["count"] / total if total else None, "previous": before.get(_row_key(r["key"]), 0)}
+            for r in now]
     return Table(key, title, (Column("key", label), Column("count", f"Failed {ctx.period.label}", "count"),
                               Column("share", "Share of failures", "rate"),
                               Column("previous", f"Failed {ctx.period.previous_label}", "count")), rows,
@@ -490,7 +497,7 @@ def _enrollments_section(ctx: _Context) -> Section:
             [{"stage": stage, "count": n} for stage, n in funnel.items()]),
         Table("duplicate_enrollments", "Duplicate enrollments at the end of the period", (
             Column("customerId", "Customer"), Column("serviceId", "Service"), Column("count", "Enrollments", "count")),
-            [{k: r[k] for k in ("customerId", "serviceId", "count")} for r in ctx.now.duplicate_pairs[:TOP_ROWS]],
+            [{k: r.get(k) for k in ("customerId", "serviceId", "count")} for r in ctx.now.duplicate_pairs[:TOP_ROWS]],
             note=f"The first {TOP_ROWS} of {len(ctx.now.duplicate_pairs)}." if len(ctx.now.duplicate_pairs) > TOP_ROWS else ""),
     ]
     return Section("enrollments", "Enrollments", figures, tables)

@@ -355,3 +355,31 @@ def test_rollups_status_build_and_verify_commands(platform_db, run):
     verify = run("rollups", "verify", "--no-repair")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "payments" in verify.stdout and "ok" in verify.stdout
+
+
+@pytest.mark.parametrize("split, subject", [(None, None), ("currency", "eur"), ("specialist", "sp_2")])
+def test_the_alert_signals_from_rollups_equal_the_raw_ones(platform_db, settings, split, subject):
+    from metrics import signals
+    from metrics.windows import Window
+    mixed_platform(platform_db, days=3)
+    raw = source(settings)
+    fast = rolled(raw, settings)
+    for window in (Window(AT - timedelta(hours=1), AT), Window(AT - timedelta(days=2, minutes=7), AT)):
+        assert signals.payment_outcomes(fast, window, split) == signals.payment_outcomes(raw, window, split)
+        assert signals.decline_codes(fast, window, 5, split, subject) == \
+            signals.decline_codes(raw, window, 5, split, subject)
+
+
+def test_failures_by_a_field_that_is_not_text_is_one_row_named_by_its_type(platform_db, settings):
+    from metrics.windows import Window
+    platform_db.payments.insert_many([
+        {"amount": 100, "currency": "usd", "status": "failed", "createdAt": AT - timedelta(hours=2),
+         "specialistId": {"id": 1}, "failureCode": ["x"]},
+        {"amount": 100, "currency": "usd", "status": "failed", "createdAt": AT - timedelta(hours=3),
+         "specialistId": 7, "failureCode": "card_declined"},
+    ])
+    raw = source(settings)
+    fast = rolled(raw, settings)
+    day = Window(AT - timedelta(days=1), AT)
+    for field in ("specialistId", "failureCode", "serviceId"):
+        assert series.failures_by(fast, day, field) == series.failures_by(raw, day, field)

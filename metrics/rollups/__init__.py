@@ -16,7 +16,7 @@ from typing import Callable
 
 from pymongo.errors import PyMongoError
 
-from metrics.db import DataSourceUnavailable, Source, client_for, describe_error, platform_uri, source, state_db
+from metrics.db import Source, client_for, platform_uri, source, state_db, unavailable
 from metrics.settings import Settings
 
 
@@ -43,7 +43,7 @@ def rolled_up(raw: Callable) -> Callable:
 
 _COLLECTIONS_OF = {"payments": ("payments",), "webhooks": ("webhook_events",), "enrollments": ("enrollments",),
                    "quality": ("payments", "enrollments", "webhook_events"),
-                   "series": ("payments", "enrollments", "webhook_events")}
+                   "series": ("payments", "enrollments", "webhook_events"), "signals": ("payments",)}
 
 
 def attach(src: Source, settings: Settings, *, refresh: bool = True, progress: bool = False,
@@ -92,6 +92,6 @@ def live_source(settings: Settings, max_age_s: float = 0.0) -> Source:
             try:
                 entry.src.rollups.refresh()
             except PyMongoError as exc:
-                raise DataSourceUnavailable(describe_error(exc)) from exc
+                raise unavailable(exc) from exc
             entry.refreshed = time.monotonic()
     return entry.src

@@ -42,7 +42,7 @@ from pymongo import ASCENDING, ReplaceOne, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
-from metrics.db import DataSourceUnavailable, Source, describe_error
+from metrics.db import DataSourceUnavailable, Source, describe_error, unavailable
 from metrics.enrollments import DUPLICATE_STATUSES
 from metrics.quality import COLLECTIONS, is_valid, valid_filter, valid_stages
 from metrics.rollups import buckets as bk
@@ -50,7 +50,7 @@ from metrics.rollups.buckets import FINE, LEVELS, Bucket
 
 log = logging.getLogger("paywatch.rollups")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3  # a change to what a bucket holds: stored rollups are rebuilt
 BUCKETS = "rollup_buckets"
 META = "rollup_meta"
 INVALID = "rollup_invalid"
@@ -130,7 +130,7 @@ def read_valid(src: Source, series: Series, condition: dict, batch_size: int = 0
             if is_valid(series.collection, doc):
                 yield doc
     except PyMongoError as exc:
-        raise DataSourceUnavailable(describe_error(exc)) from exc
+        raise unavailable(exc) from exc
 
 
 def payment_times(src: Source, ids: list | None = None) -> dict:
@@ -150,7 +150,7 @@ def payment_times(src: Source, ids: list | None = None) -> dict:
                 out[raw["_id"]] = doc["completedAt"]
         return out
     except PyMongoError as exc:
-        raise DataSourceUnavailable(describe_error(exc)) from exc
+        raise unavailable(exc) from exc
 
 
 def with_payment_times(src: Source, docs: list[dict], times: dict | None = None) -> list[dict]:
@@ -318,7 +318,7 @@ class Rollups:
             rows = [r for level, a, b in ranges
                     for r in self.buckets.find({"s": series, "l": level, "t": {"$gte": a, "$lt": b}})]
         except PyMongoError as exc:
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         hour_docs = {bk.utc(r["t"]): _quarters_from(r) for r in rows if r["l"] == HOUR}
         day_docs = {bk.utc(r["t"]): Bucket.from_bson(r.get("b") or {}) for r in rows if r["l"] == DAY}
         out = {}
@@ -447,7 +447,7 @@ class Rollups:
                 log.warning("rollups: change streams unavailable on %s (%s); re-aggregating the trailing %s "
                             "every cycle instead", key, describe_error(exc), self.trailing)
                 return None, "poll"
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         self._streams[key] = stream
         return stream.resume_token, "change_stream"
 
@@ -481,7 +481,7 @@ class Rollups:
                     out.append({"_id": raw["_id"], **doc})
             return out
         except PyMongoError as exc:
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
 
     def _rebuild_pairs(self) -> None:
         pairs: dict[str, list] = {}
@@ -546,10 +546,10 @@ class Rollups:
                             key, describe_error(exc))
                 self.build([key])
                 return "rebuilt"
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         except PyMongoError as exc:
             self._close(key)
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         if changes:
             self.apply(key, changes)
         now = datetime.now(timezone.utc)
@@ -565,10 +565,14 @@ class Rollups:
             doc = change.get("fullDocument")
             if change["operationType"] == "delete" or doc is None:
                 deleted.append(doc_id)
-                # No pre-image: the document's own id time is the best guess of its buckets; verification
-                # repairs the rest (platforms keep payments; only old webhook events expire).
-                if isinstance(doc_id, ObjectId):
-                    for s in series_of(key):
+                # No pre-image says where it was: look where a deleted document usually is, the time of its
+                # id (old webhook events expiring) and the trailing window (a draft removed soon after it
+                # was written); verification repairs the rest.
+                now = datetime.now(timezone.utc)
+                recent = _range(bk.floor(now - self.trailing), bk.floor(now) + LEVELS[FINE])
+                for s in series_of(key):
+                    dirty[s.name].update(recent)
+                    if isinstance(doc_id, ObjectId):
                         dirty[s.name].add(bk.floor(doc_id.generation_time))
                 continue
             upserted[doc_id] = doc
@@ -607,7 +611,7 @@ class Rollups:
         try:
             valid = {d["_id"] for d in rows}
         except PyMongoError as exc:
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         invalid = [i for i in ids if i not in valid]
         if valid:
             coll.delete_many({"c": key, "d": {"$in": list(valid)}})
