@@ -329,7 +329,7 @@ def signals_payment_outcomes(src, window: Window, split: str | None = None) -> d
         else:
             entry["succeeded"] += n
     for entry in out.values():
-        entry["success_rate"] = ratio(entry["succeeded"], entry["succeeded"] + entry["failed"])
+        entry["success_rate"] = rate("payment_success_rate", succeeded=entry["succeeded"], failed=entry["failed"])
         entry["failed_amount"] = dict(sorted(entry["failed_amount"].items()))
     return dict(sorted(out.items()))
 
