@@ -9,6 +9,9 @@ from dashboard.common import Tile, View, delta_count, delta_rate, delta_relative
 from dashboard.tiles import metric_tile
 from metrics import format as fmt
 from metrics import payments, series
+from metrics.catalogue import METRICS
+
+SUCCESS_RATE = METRICS["payment_success_rate"].tile_label
 
 
 def main() -> None:
@@ -99,14 +102,14 @@ def render_revenue(view: View, buckets: list[dict] | None, currency: str) -> Non
 def render_success(view: View, buckets: list[dict] | None) -> None:
     st.subheader("Success and failures", anchor=False, divider="gray")
     if not buckets:
-        charts.empty("Success rate over time", "No data for this range.")
+        charts.empty(f"{SUCCESS_RATE} over time", "No data for this range.")
         return
     target = view.targets["payment_success_rate"]
     left, right = st.columns(2)
     with left:
         charts.show(charts.time_chart(
-            buckets, view.tz, [("Success rate", [r["success_rate"] for r in buckets], charts.GOOD)],
-            title=f"Success rate per {_unit(view)}", y_title="Success rate", axis=charts.RATE,
+            buckets, view.tz, [(SUCCESS_RATE, [r["success_rate"] for r in buckets], charts.GOOD)],
+            title=f"{SUCCESS_RATE} per {_unit(view)}", y_title=SUCCESS_RATE, axis=charts.RATE,
             line=(target.target, f"target {target.describe()}")))
     with right:
         charts.show(charts.time_chart(

@@ -9,9 +9,11 @@ from dashboard.common import Tile, View, delta_count, delta_ms, delta_rate, dig
 from dashboard.tiles import metric_tile
 from metrics import format as fmt
 from metrics import series, webhooks
+from metrics.catalogue import METRICS
 
 # The guide's alert threshold for the webhook response time (section 4, "Webhook Monitoring").
 SLOW_WEBHOOK_KEY = "webhook_processing_ms"
+FAILURE_RATE = METRICS["webhook_failure_rate"].tile_label
 
 
 def main() -> None:
@@ -80,8 +82,8 @@ def render_volume(view: View, buckets: list[dict] | None) -> None:
     with right:
         target = view.targets["webhook_delivery_rate"]
         charts.show(charts.time_chart(
-            buckets, view.tz, [("Failure rate", [r["failure_rate"] for r in buckets], charts.BAD)],
-            title=f"Failure rate per {unit}", y_title="Failure rate", axis=charts.FAILURE_RATE,
+            buckets, view.tz, [(FAILURE_RATE, [r["failure_rate"] for r in buckets], charts.BAD)],
+            title=f"{FAILURE_RATE} per {unit}", y_title=FAILURE_RATE, axis=charts.FAILURE_RATE,
             line=(1 - target.target, f"limit {fmt.rate(1 - target.target, 0)} (delivery {target.describe()})")))
 
 
