@@ -29,11 +29,12 @@ import streamlit as st
 from pymongo.errors import PyMongoError
 
 from metrics import format as fmt
-from metrics.db import DataSourceUnavailable, source, state_db
+from metrics.db import DataSourceSlow, DataSourceUnavailable, source, state_db
+from metrics.redact import describe
 from metrics.rollups import live_source
 from metrics.settings import Settings, SettingsError, get_settings
 from metrics.targets import Target, TargetsError, targets
-from metrics.windows import CALENDAR, PRESETS, Window, parse_instant, utc
+from metrics.windows import CALENDAR, PRESETS, Window, parse_instant, previous_period, utc
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,9 @@ def evaluation_instant() -> tuple[datetime, datetime, bool, str | None]:
         except ValueError as exc:
             problem = str(exc)
     now = time.time()
-    return _floor(now, LIVE_TTL_S), _floor(now, SLOW_TTL_S), False, problem
+    # One page reads one instant: the figures come from the rollups, so none needs an older one.
+    at = _floor(now, LIVE_TTL_S)
+    return at, at, False, problem
 
 
 def range_picker(cfg: Settings) -> None:
@@ -252,12 +255,18 @@ class _Memory:
     lock: threading.Lock = field(default_factory=threading.Lock)
     down_since: datetime | None = None
     error: str | None = None
+    slow_since: datetime | None = None  # the database answers, but a query ran past its time budget
     retry_at: float = 0.0
     last_good: OrderedDict = field(default_factory=OrderedDict)
 
     def skipping(self) -> bool:
         with self.lock:
             return self.down_since is not None and time.monotonic() < self.retry_at
+
+    def slowed(self) -> None:
+        with self.lock:
+            if self.slow_since is None:
+                self.slow_since = datetime.now(timezone.utc)
 
     def failed(self, error: str) -> None:
         with self.lock:
@@ -269,7 +278,7 @@ class _Memory:
     def succeeded(self, key: tuple, value: Any, tells_health: bool = True) -> None:
         with self.lock:
             if tells_health:
-                self.down_since = self.error = None
+                self.down_since = self.error = self.slow_since = None
             self.last_good[key] = (value, datetime.now(timezone.utc))
             self.last_good.move_to_end(key)
             while len(self.last_good) > LAST_GOOD_MAX:
@@ -283,6 +292,13 @@ class _Memory:
 @st.cache_resource(show_spinner=False)
 def _memory() -> _Memory:
     return _Memory()
+
+
+def source_slow_since() -> datetime | None:
+    """Since when a query of this process last ran past its time budget (``None``: none since a success)."""
+    memory = _memory()
+    with memory.lock:
+        return memory.slow_since
 
 
 def source_status() -> tuple[datetime | None, str | None]:
@@ -387,7 +403,8 @@ class View:
         self.range, self._range_problem = current_range(self.settings)
         self.at = self.range.at
         self.window = self.range.window
-        self.previous = self.window.previous()
+        # "Today" compares with yesterday until the same local time; a rolling range with the one before it.
+        self.previous = previous_period(self.range.key, self.window, self.settings.tz)
         self.tz = self.settings.tz
         self.currencies = tuple(self.settings.currencies)
         try:
@@ -428,12 +445,18 @@ class View:
     def _banners(self) -> None:
         with self._slot:
             down_since, error = source_status()
-            if down_since is not None or self.stale_since is not None:
+            slow_since = source_slow_since()
+            if down_since is not None or (self.stale_since is not None and slow_since is None):
                 since = self.when(down_since) if down_since else "the last attempt"
                 shown = (f" Figures marked stale are the last good values, from {self.when(self.stale_since)}."
                          if self.stale_since else " No earlier values are known, so figures show –.")
                 st.error(f"Data source unavailable since {since}: {md(error or 'no answer')}.{shown}",
                          icon=":material/cloud_off:")
+            elif slow_since is not None:
+                shown = f", from {self.when(self.stale_since)}" if self.stale_since else ""
+                st.warning(f"The database is slow: a query ran past its time budget "
+                           f"(PAYWATCH_QUERY_TIMEOUT_MS) at {self.when(slow_since)}. Figures marked stale are "
+                           f"the last good values{shown}.", icon=":material/hourglass_top:")
             if self._range_problem:
                 st.warning(f"Ignored ?at= in the address: {md(self._range_problem)}. Showing live data.",
                            icon=":material/event_busy:")
@@ -468,7 +491,14 @@ class View:
         if not memory.skipping():
             began = time.perf_counter()
             try:
-                value = (_platform_slow if slow else _platform_live)(name, self.settings.source_db_name, args)
+                # Only server statistics stay on the slow cache: every figure is cheap from the rollups, and
+                # figures of one page must come from one instant (month never below today).
+                heavy = slow and getattr(fn, "expensive", False)
+                value = (_platform_slow if heavy else _platform_live)(name, self.settings.source_db_name, args)
+            except DataSourceSlow as exc:
+                # Up but slow: the last good value, marked stale, and a "slow" banner, never "unavailable".
+                log.warning("%s was slow: %s", name, exc)
+                memory.slowed()
             except DataSourceUnavailable as exc:
                 log.warning("%s failed: %s", name, exc)
                 memory.failed(str(exc))
@@ -498,7 +528,7 @@ class View:
         try:
             value = _state_live(name, self.settings.state_db, args)
         except (PyMongoError, DataSourceUnavailable) as exc:
-            log.warning("%s (Paywatch's database) failed: %s", name, exc)
+            log.warning("%s (Paywatch's database) failed: %s", name, describe(exc) if isinstance(exc, PyMongoError) else exc)
         else:
             memory.succeeded(key, value, tells_health=False)
             return value

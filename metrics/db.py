@@ -179,6 +179,8 @@ def _describe(exc: PyMongoError) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     # pymongo appends its whole topology description; the first part names the host and the cause.
     text = text.split(", Timeout:")[0]
+    # An OperationFailure appends the server's whole reply as a dict, and timeouts their settings.
+    text = text.split(", full error:")[0].split(" (configured timeouts:")[0]
     return f"{type(exc).__name__}: {redact(text)}"
 
 

@@ -23,7 +23,7 @@ from metrics.payments import _currency, _minor_units, revenue_by_period  # one d
 from metrics.quality import valid_filter, valid_stages
 from metrics.schema import CONVERTED_PAYMENT_STATUSES, SUCCEEDED_STATUSES, Schema
 from metrics.stats import PERCENTILE, duration_ms, ratio
-from metrics.windows import UTC, Window, utc
+from metrics.windows import UTC, Window, previous_period, utc
 from metrics.rollups import rolled_up
 
 UNITS = ("hour", "day", "week", "month")
@@ -477,12 +477,17 @@ def pending_by_age(src: Source, at: datetime, edges_min: tuple[int, ...] = PENDI
 
 # -- periods ---------------------------------------------------------------------
 
-def revenue_with_previous(src: Source, periods: dict[str, Window], currencies: tuple[str, ...] = ()) -> dict:
-    """Revenue for each named period and for the period before it (same length), in one scan.
+def revenue_with_previous(src: Source, periods: dict[str, Window], currencies: tuple[str, ...] = (),
+                          tz: ZoneInfo | str | None = None) -> dict:
+    """Revenue for each named period and for the period it compares with.
 
+    With ``tz``, a calendar period (``today``, ``week``, ``month``) compares with
+    the previous one up to the same local time (``metrics.windows.previous_period``);
+    without, and for any other name, with the same length just before.
     ``{"today": {"current": {cur: minor}, "previous": {cur: minor}}, ...}``.
     """
-    both = {**periods, **{f"previous_{name}": w.previous() for name, w in periods.items()}}
+    both = {**periods, **{f"previous_{name}": previous_period(name, w, zone(tz)) if tz else w.previous()
+                          for name, w in periods.items()}}
     revenue = revenue_by_period(src, both, currencies)
     return {name: {"current": revenue[name], "previous": revenue[f"previous_{name}"]} for name in periods}
 

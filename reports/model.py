@@ -26,6 +26,7 @@ from pymongo.errors import PyMongoError
 from metrics import enrollments, payments, review, series, webhooks
 from metrics import format as fmt
 from metrics.db import DataSourceUnavailable, Source
+from metrics.frames import series_frame
 from metrics.probe import probe_summary
 from metrics.quality import data_quality
 from metrics.settings import Settings
@@ -357,12 +358,15 @@ def _payments_section(ctx: _Context) -> Section:
 
 def _payments_by_day(ctx: _Context, currencies: list[str]) -> Table:
     window = ctx.period.window
-    days = series.payment_series(ctx.src, window, ctx.tz, "day", tuple(currencies))
-    refunds = {row["bucket"]: row["refunds"] for row in series.refund_series(ctx.src, window, ctx.tz, "day")}
-    shown = sorted({c for row in days for c in row["revenue"]} | set(currencies))
-    rows = [{"day": row["bucket"], "succeeded": row["succeeded"], "failed": row["failed"],
-             "success_rate": row["success_rate"], "refunds": refunds.get(row["bucket"], 0),
-             **{f"revenue_{c}": row["revenue"].get(c, 0) for c in shown}} for row in days]
+    # One frame per series, indexed by the local day; joined on it.
+    days = series_frame(series.payment_series(ctx.src, window, ctx.tz, "day", tuple(currencies)), ctx.tz)
+    refunds = series_frame(series.refund_series(ctx.src, window, ctx.tz, "day"), ctx.tz)
+    shown = sorted({c.split(".", 1)[1] for c in days.columns if c.startswith("revenue.")} | set(currencies))
+    table = days.join(refunds[["refunds"]] if "refunds" in refunds else refunds, how="left")
+    rows = [{"day": day.to_pydatetime(), "succeeded": row["succeeded"], "failed": row["failed"],
+             "success_rate": row["success_rate"], "refunds": row.get("refunds") or 0,
+             **{f"revenue_{c}": row.get(f"revenue.{c}") or 0 for c in shown}}
+            for day, row in table.iterrows()]
     columns = (Column("day", "Day", "date"), Column("succeeded", "Succeeded", "count"),
                Column("failed", "Failed", "count"), Column("success_rate", "Success rate", "rate"),
                *(Column(f"revenue_{c}", f"Revenue {c.upper()}", "money", currency=c) for c in shown),

@@ -425,3 +425,34 @@ def test_the_streamlit_configuration_is_the_safe_one():
 def test_the_dashboard_never_lets_data_through_as_html():
     sources = [p.read_text() for p in (ROOT / "dashboard").rglob("*.py")]
     assert not [s for s in sources if "unsafe_allow_html" in s]
+
+
+def test_a_slow_database_shows_slow_and_the_last_good_values_not_an_outage(env, tmp_path):
+    server = EmbeddedMongo(tmp_path / "own", memory=True, test_commands=True)
+    server.ensure()
+    try:
+        from pymongo import MongoClient
+
+        client = MongoClient(server.uri, tz_aware=True)
+        seed(client["platform"], DEFAULT_SCHEMA, days=8, per_day=20, now=AT)
+        env.setenv("MONGODB_URI", server.uri)
+        env.setenv("PAYWATCH_SOURCE_DB", "platform")
+        env.setenv("PAYWATCH_DB", "paywatch")
+        get_settings.cache_clear()
+        at = open_app()
+        before = metrics_by_label(at)
+        assert before["Success rate"] not in (None, "–")
+        # Every query now runs past its maxTimeMS, as on an overloaded cluster (MaxTimeMSExpired, code 50).
+        client.admin.command({"configureFailPoint": "failCommand", "mode": "alwaysOn",
+                              "data": {"failCommands": ["find", "aggregate", "getMore"], "errorCode": 50}})
+        st.cache_data.clear()
+        at.run()
+        assert not at.exception
+        assert "Data source unavailable" not in texts(at.error)
+        assert "The database is slow" in texts(at.warning)
+        assert "errmsg" not in texts(at.warning)  # one readable line, never a driver error dict
+        assert metrics_by_label(at)["Success rate"] == before["Success rate"]
+        client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        client.close()
+    finally:
+        server.stop()

@@ -383,3 +383,17 @@ def test_failures_by_a_field_that_is_not_text_is_one_row_named_by_its_type(platf
     day = Window(AT - timedelta(days=1), AT)
     for field in ("specialistId", "failureCode", "serviceId"):
         assert series.failures_by(fast, day, field) == series.failures_by(raw, day, field)
+
+
+def test_revenue_deltas_compare_today_with_yesterday_until_the_same_time(platform_db, settings):
+    from metrics.windows import CALENDAR
+    at = datetime(2026, 11, 18, 9, 30, tzinfo=UTC)
+    platform_db.payments.insert_many([
+        {"amount": 100, "currency": "usd", "status": "completed", "createdAt": at - timedelta(hours=2)},  # today
+        {"amount": 40, "currency": "usd", "status": "completed", "createdAt": at - timedelta(hours=25)},  # yesterday 08:30
+        {"amount": 999, "currency": "usd", "status": "completed", "createdAt": at - timedelta(hours=20)},  # yesterday 13:30
+    ])
+    periods = {name: make(at, settings.tz) for name, make in CALENDAR.items()}
+    for src in (source(settings), rolled(source(settings), settings)):
+        got = series.revenue_with_previous(src, {"today": periods["today"]}, ("usd",), settings.tz)
+        assert got["today"] == {"current": {"usd": 100}, "previous": {"usd": 40}}

@@ -34,7 +34,10 @@ def rolled_up(raw: Callable) -> Callable:
         rollups = getattr(src, "rollups", None)
         if rollups is not None and rollups.serves(collections):
             from metrics.rollups import figures
-            return getattr(figures, name)(src, *args, **kwargs)
+            try:
+                return getattr(figures, name)(src, *args, **kwargs)
+            except PyMongoError as exc:  # Paywatch's own database, where the buckets are
+                raise unavailable(exc) from exc
         return raw(src.without_rollups() if rollups is not None else src, *args, **kwargs)
 
     serve.raw = raw
