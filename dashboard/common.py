@@ -43,6 +43,7 @@ SLOW_TTL_S = 300  # whole-collection scans (data quality) and server statistics
 # A page's figures come from the rollups; the process brings them up to date at most this often
 # (the worker keeps them fresh within seconds between).
 ROLLUP_MAX_AGE_S = 5
+ROLLUP_TRUST_S = 15  # the worker follows every 5 s: while it does, pages add no work per change
 RETRY_S = 15  # after a failed query, serve last good values this long before asking again
 LAST_GOOD_MAX = 2000  # remembered query results (a few per tile and chart)
 
@@ -235,12 +236,12 @@ def _name(fn: Callable) -> str:
 
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=2000, show_spinner=False)
 def _platform_live(name: str, db: str, args: tuple) -> Any:
-    return _function(name)(live_source(get_settings(), ROLLUP_MAX_AGE_S), *args)
+    return _function(name)(live_source(get_settings(), ROLLUP_MAX_AGE_S, ROLLUP_TRUST_S), *args)
 
 
 @st.cache_data(ttl=SLOW_TTL_S, max_entries=200, show_spinner=False)
 def _platform_slow(name: str, db: str, args: tuple) -> Any:
-    return _function(name)(live_source(get_settings(), ROLLUP_MAX_AGE_S), *args)
+    return _function(name)(live_source(get_settings(), ROLLUP_MAX_AGE_S, ROLLUP_TRUST_S), *args)
 
 
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=200, show_spinner=False)

@@ -397,3 +397,29 @@ def test_revenue_deltas_compare_today_with_yesterday_until_the_same_time(platfor
     for src in (source(settings), rolled(source(settings), settings)):
         got = series.revenue_with_previous(src, {"today": periods["today"]}, ("usd",), settings.tz)
         assert got["today"] == {"current": {"usd": 100}, "previous": {"usd": 40}}
+
+
+def test_a_dashboard_trusts_rollups_another_process_refreshed_moments_ago(platform_db, settings):
+    mixed_platform(platform_db, days=2)
+    worker = rolled(source(settings), settings)
+    dashboard = rolled(source(settings), settings, refresh=False)
+    dashboard.rollups.refresh()
+    worker.rollups.refresh()
+    assert set(dashboard.rollups.refresh(trust_s=60).values()) == {"trusted"}
+    assert set(dashboard.rollups.refresh(trust_s=0).values()) == {"0 changes"}
+
+
+def test_a_day_written_before_it_ended_is_summed_from_its_hours_when_read(platform_db, settings):
+    from metrics.windows import Window
+    mixed_platform(platform_db, days=3)
+    raw = source(settings)
+    fast = rolled(raw, settings)
+    buckets = fast.rollups.state[BUCKETS]
+    day = bk.floor(AT - timedelta(days=2), "1d")
+    # As if written while the day was still going on: early version, and missing its last hours.
+    buckets.update_one({"s": "payments", "l": "1d", "t": day},
+                       {"$set": {"v": int(day.timestamp()) * 10**9, "b": {}}})
+    window = Window(day, day + timedelta(days=1))
+    assert strip_p95(payments.window_summary(fast, window, ("usd",))) == \
+        strip_p95(payments.window_summary(raw, window, ("usd",)))
+    assert buckets.find_one({"s": "payments", "l": "1d", "t": day})["b"] != {}

@@ -73,7 +73,7 @@ _live: dict[tuple, _Live] = {}
 _live_lock = threading.Lock()
 
 
-def live_source(settings: Settings, max_age_s: float = 0.0) -> Source:
+def live_source(settings: Settings, max_age_s: float = 0.0, trust_s: float = 0.0) -> Source:
     """The platform's Source with this process's rollups, brought up to date when older than ``max_age_s``.
 
     One :class:`~metrics.rollups.store.Rollups` per process and database, so
@@ -93,7 +93,7 @@ def live_source(settings: Settings, max_age_s: float = 0.0) -> Source:
     with entry.lock:
         if time.monotonic() - entry.refreshed >= max_age_s:
             try:
-                entry.src.rollups.refresh()
+                entry.src.rollups.refresh(trust_s)
             except PyMongoError as exc:
                 raise unavailable(exc) from exc
             entry.refreshed = time.monotonic()

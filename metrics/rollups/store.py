@@ -320,7 +320,13 @@ class Rollups:
         except PyMongoError as exc:
             raise unavailable(exc) from exc
         hour_docs = {bk.utc(r["t"]): _quarters_from(r) for r in rows if r["l"] == HOUR}
-        day_docs = {bk.utc(r["t"]): Bucket.from_bson(r.get("b") or {}) for r in rows if r["l"] == DAY}
+        # A day document written before its day ended (or never) may miss that day's last changes:
+        # sum its hours instead, and store the sum, which is final now that the day is over.
+        final = {bk.utc(r["t"]): r for r in rows if r["l"] == DAY and r.get("v", 0) >= _ns(bk.utc(r["t"]) + LEVELS[DAY])}
+        day_docs = {t: Bucket.from_bson(r.get("b") or {}) for t, r in final.items()}
+        open_days = [d for d in days if d not in final]
+        if open_days:
+            day_docs.update(self._close_days(series, open_days))
         out = {}
         for level, t in keys:
             if level == DAY:
@@ -337,6 +343,16 @@ class Rollups:
                 out[(level, t)] = b
         return out
 
+    def _close_days(self, series: str, days: list[datetime]) -> dict[datetime, Bucket]:
+        version = time.time_ns()
+        sums: dict[datetime, Bucket] = {d: Bucket() for d in days}
+        for a, b in _runs(sorted(days), LEVELS[DAY]):
+            for hour, quarters in self.hours_stored(series, a, b).items():
+                sums[bk.floor(hour, DAY)].merge(bk.merge_all(q for q in quarters if q is not None))
+        over = [d for d in days if _ns(d + LEVELS[DAY]) <= version]
+        self._replace([_day_doc(series, d, sums[d], version) for d in over])
+        return sums
+
     def _write_hours(self, series: str, hours: Iterable[datetime], found: dict[datetime, Bucket], version: int,
                      insert: bool = False) -> None:
         by_hour = _by_hour(found)
@@ -344,9 +360,18 @@ class Rollups:
         self._insert(docs) if insert else self._replace(docs)
 
     def _roll_up_days(self, series: str, hours: Iterable[datetime], version: int) -> None:
-        """Recompute the days holding ``hours`` from the hours stored under them."""
+        """Recompute the days holding ``hours`` from the hours stored under them.
+
+        Today's (UTC) day document is left until the day is over: a window only
+        reads a day document for a day wholly inside it, so before its end it is
+        never read, and every change of the day would otherwise re-read its hours.
+        The first read after the day's end writes it (:meth:`read_keyed`).
+        """
         docs = []
-        for day in sorted({bk.floor(h, DAY) for h in hours}):
+        today = bk.floor(datetime.now(timezone.utc), DAY)
+        days = {bk.floor(h, DAY) for h in hours}
+        days.discard(today)
+        for day in sorted(days):
             stored = self.hours_stored(series, day, day + LEVELS[DAY])
             merged = bk.merge_all(q for quarters in stored.values() for q in quarters if q is not None)
             docs.append(_day_doc(series, day, merged, version))
@@ -500,12 +525,24 @@ class Rollups:
 
     # -- refresh -------------------------------------------------------------------
 
-    def refresh(self) -> dict:
-        """Bring every collection's rollups up to date; returns what was done per collection."""
+    def refresh(self, trust_s: float = 0.0) -> dict:
+        """Bring every collection's rollups up to date; returns what was done per collection.
+
+        ``trust_s > 0``: a collection another process brought up to date less than
+        ``trust_s`` seconds ago is taken as it is (the dashboard trusts the worker,
+        which follows every 5 s), so open dashboards add no work per change.
+        """
         self.ensure_indexes()
         out = {}
+        now = datetime.now(timezone.utc)
         for key in COLLECTIONS:
             meta = self.meta(key)
+            if (trust_s and meta and meta.get("refreshed_at") and key in self._ready
+                    and now - bk.utc(meta["refreshed_at"]) < timedelta(seconds=trust_s)
+                    and meta.get("version") == FORMAT_VERSION and meta.get("schema") == self.hash):
+                self._close(key)  # when this process follows again, it resumes from the shared token
+                out[key] = "trusted"
+                continue
             if not (meta and meta.get("built_at") and meta.get("version") == FORMAT_VERSION
                     and meta.get("schema") == self.hash):
                 why = "missing" if not meta else "stale format or schema"
@@ -770,6 +807,10 @@ class Rollups:
     def close(self) -> None:
         for key in list(self._streams):
             self._close(key)
+
+
+def _ns(when: datetime) -> int:
+    return int(when.timestamp()) * 1_000_000_000
 
 
 def _quarter(t: datetime) -> int:
