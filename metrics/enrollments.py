@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from metrics.catalogue import rate
 from metrics.db import Source
 from metrics.quality import count_valid, valid_filter, valid_stages
 from metrics.schema import CONVERTED_PAYMENT_STATUSES, Schema
-from metrics.stats import duration_stats_stage, ratio, read_duration_stats
+from metrics.stats import duration_stats_stage, read_duration_stats
 from metrics.windows import Window
 from metrics.rollups import rolled_up
 
@@ -69,7 +70,7 @@ def window_summary(src: Source, window: Window) -> dict:
     return {
         "created": created,
         "converted": converted,
-        "conversion_rate": ratio(converted, created),
+        "conversion_rate": rate("conversion_rate", converted=converted, created=created),
         "refunded": refunded_count(src, window),
         "activation_ms": read_duration_stats(latency["activation"]),
         "email_ms": read_duration_stats(latency["email"]),

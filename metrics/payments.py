@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from metrics.catalogue import rate
 from metrics.db import Source
 from metrics.quality import count_valid, valid_stages
 from metrics.schema import SUCCEEDED_STATUSES, STUCK_STATUSES, Schema
-from metrics.stats import duration_stats_stage, ratio, read_duration_stats
+from metrics.stats import duration_stats_stage, read_duration_stats
 from metrics.windows import Window
 from metrics.rollups import rolled_up
 
@@ -75,14 +76,14 @@ def window_summary(src: Source, window: Window, currencies: tuple[str, ...] = ()
     return {
         "succeeded": succeeded,
         "failed": failed,
-        "success_rate": ratio(succeeded, succeeded + failed),
+        "success_rate": rate("payment_success_rate", succeeded=succeeded, failed=failed),
         "revenue": dict(sorted(revenue.items())),
         "avg_transaction_value": {
             cur: round(revenue[cur] / succeeded_by_currency[cur], 2) if succeeded_by_currency.get(cur) else 0
             for cur in sorted(revenue)
         },
         "refunds": refunds,
-        "refund_rate": ratio(refunds, succeeded),
+        "refund_rate": rate("refund_rate", refunds=refunds, succeeded=succeeded),
         "processing_ms": read_duration_stats(rows["processing"]),
         "by_status": dict(sorted(by_status.items())),
     }

@@ -6,7 +6,12 @@ PERCENTILE = 0.95
 
 
 def ratio(numerator: int, denominator: int) -> float | None:
-    """A rate in [0, 1]; ``None`` when there is nothing to divide by (never 0, never NaN)."""
+    """A rate in [0, 1]; ``None`` when there is nothing to divide by (never 0, never NaN).
+
+    A named rate (success, refund, failure, conversion) is computed by its
+    formula in :mod:`metrics.catalogue` (``rate("payment_success_rate", ...)``),
+    which divides with this function.
+    """
     return numerator / denominator if denominator else None
 
 

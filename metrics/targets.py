@@ -3,7 +3,8 @@
 The production guide states what "good" looks like in its Success Metrics
 ("Payment success rate > 98%", "Zero duplicate enrollments", ...) and in its
 monitoring section (refund rate target < 2 %, webhook response time under
-10 s).  Each becomes a :class:`Target`; the dashboard colours a tile by
+10 s).  Each is written once, with its metric, in :mod:`metrics.catalogue`
+(``Metric.target``), and becomes a :class:`Target` here; the dashboard colours a tile by
 :meth:`Target.evaluate`, and the weekly report can list the same verdicts.
 
 A value that meets the target but lies within the "at risk" margin of it is
@@ -22,6 +23,8 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass, replace
 from typing import Callable, Literal, Mapping
+
+from metrics.catalogue import CATALOGUE, Metric, threshold_text
 
 Status = Literal["met", "at_risk", "missed", "unknown"]
 STATUSES: tuple[Status, ...] = ("met", "at_risk", "missed", "unknown")
@@ -61,56 +64,19 @@ class Target:
         return value > self.target - self.margin
 
     def describe(self) -> str:
-        """``> 98%``, ``< 2 s``, ``= 0``: the target as a person reads it."""
-        if self.comparison == "<=" and self.target == 0:
-            return "= 0"
-        if self.unit == "rate":
-            amount = f"{self.target * 100:g}%"
-        elif self.unit == "ms":
-            amount = f"{self.target / 1000:g} s" if self.target >= 1000 else f"{self.target:g} ms"
-        else:
-            amount = f"{self.target:g}"
-        return f"{self.comparison} {amount}"
+        """``> 98%``, ``< 2 s``, ``= 0``: the target as a person reads it (with any override)."""
+        return threshold_text(self.unit, self.comparison, self.target)
 
 
-def _dig(*path: str) -> Callable[[dict], float | None]:
-    def read(snapshot: dict) -> float | None:
-        value: object = snapshot
-        for part in path:
-            if not isinstance(value, dict):
-                return None
-            value = value.get(part)
-        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-    return read
+def _from_catalogue(m: Metric) -> Target:
+    goal = m.target
+    assert goal is not None
+    return Target(m.key, m.label, goal.comparison, goal.value, goal.margin, m.unit,  # type: ignore[arg-type]
+                  goal.source, m.read)
 
 
-def _delivery_rate(snapshot: dict) -> float | None:
-    """Webhook delivery success = 1 - failure rate (events processed without error)."""
-    failure = _dig("webhooks", "24h", "failure_rate")(snapshot)
-    return None if failure is None else 1 - failure
-
-
-DEFAULTS: tuple[Target, ...] = (
-    Target("payment_success_rate", "Payment success rate", ">", 0.98, 0.005, "rate",
-           "Success Metrics: payment success rate > 98%", _dig("payments", "24h", "success_rate")),
-    Target("refund_rate", "Refund rate", "<", 0.02, 0.005, "rate",
-           "Monitoring dashboard: refund rate (target < 2%)", _dig("payments", "24h", "refund_rate")),
-    Target("webhook_delivery_rate", "Webhook delivery success", ">", 0.99, 0.003, "rate",
-           "Success Metrics: webhook delivery success > 99%", _delivery_rate),
-    Target("payment_processing_ms", "Payment processing time (avg)", "<", 2000, 500, "ms",
-           "Success Metrics: average payment processing time < 2 seconds",
-           _dig("payments", "24h", "processing_ms", "avg")),
-    Target("activation_ms", "Enrollment activation (p95)", "<", 2000, 500, "ms",
-           "Success Metrics: enrollment activation within 2 seconds of payment success",
-           _dig("enrollments", "24h", "activation_ms", "p95")),
-    Target("email_ms", "Confirmation email (p95)", "<", 5000, 1000, "ms",
-           "Success Metrics: all confirmation emails sent within 5 seconds",
-           _dig("enrollments", "24h", "email_ms", "p95")),
-    Target("duplicate_enrollments", "Duplicate enrollments", "<=", 0, 0, "count",
-           "Success Metrics: zero duplicate enrollments", _dig("enrollments", "duplicates")),
-    Target("webhook_processing_ms", "Webhook processing time (p95)", "<", 10_000, 2000, "ms",
-           "Alerts: webhook response time > 10 seconds", _dig("webhooks", "24h", "processing_ms", "p95")),
-)
+# The metrics of the catalogue that have a target, in its order; each target's key is its metric's.
+DEFAULTS: tuple[Target, ...] = tuple(_from_catalogue(m) for m in CATALOGUE if m.target is not None)
 
 
 def targets(overrides: Mapping[str, float] | None = None) -> dict[str, Target]:

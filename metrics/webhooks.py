@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from metrics.catalogue import rate
 from metrics.db import Source
 from metrics.quality import valid_stages
 from metrics.schema import Schema
-from metrics.stats import duration_stats_stage, ratio, read_duration_stats
+from metrics.stats import duration_stats_stage, read_duration_stats
 from metrics.windows import Window, utc
 from metrics.rollups import rolled_up
 
@@ -51,7 +52,7 @@ def window_summary(src: Source, window: Window) -> dict:
         "received": sum(counts.values()),
         "processed": processed,
         "failed": failed,
-        "failure_rate": ratio(failed, processed + failed),
+        "failure_rate": rate("webhook_failure_rate", failed=failed, processed=processed),
         "processing_ms": read_duration_stats(rows["processing"]),
         "delivery_lag_ms": read_duration_stats(rows["delivery_lag"]),
     }

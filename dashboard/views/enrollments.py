@@ -5,7 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, common
-from dashboard.common import Tile, View, delta_count, delta_rate, dig
+from dashboard.common import View, delta_count, delta_rate, dig
+from dashboard.tiles import metric_tile
 from metrics import enrollments, payments, series
 from metrics import format as fmt
 
@@ -30,23 +31,22 @@ def render_kpis(view: View, summary: dict | None, before: dict | None) -> None:
     duplicates = view.get(enrollments.duplicate_count, view.slow_at, slow=True)
     t = view.targets
     view.tiles([
-        Tile("New enrollments", None if summary is None else fmt.count(summary["created"]),
-             delta=delta_count(dig(summary, "created"), dig(before, "created")), delta_color="off"),
-        Tile("Conversion rate", None if summary is None else fmt.rate(summary["conversion_rate"]),
-             delta=delta_rate(dig(summary, "conversion_rate"), dig(before, "conversion_rate")),
-             note=None if summary is None else f"{fmt.count(summary['converted'])} paid"),
-        Tile("Pending payments", None if pending is None else fmt.count(pending), delta_color="inverse",
-             help="Enrollments still waiting for their payment, whenever created."),
-        Tile("Refunded enrollments", None if summary is None else fmt.count(summary["refunded"]),
-             delta=delta_count(dig(summary, "refunded"), dig(before, "refunded")), delta_color="inverse"),
-        Tile("Activation time (p95)", None if summary is None else fmt.duration(summary["activation_ms"]["p95"]),
-             target=t["activation_ms"], raw=dig(summary, "activation_ms", "p95"),
-             note=None if summary is None else f"avg {fmt.duration(summary['activation_ms']['avg'])}"),
-        Tile("Confirmation email (p95)", None if summary is None else fmt.duration(summary["email_ms"]["p95"]),
-             target=t["email_ms"], raw=dig(summary, "email_ms", "p95"),
-             note=None if summary is None else f"avg {fmt.duration(summary['email_ms']['avg'])}"),
-        Tile("Duplicate enrollments", None if duplicates is None else fmt.count(duplicates),
-             target=t["duplicate_enrollments"], raw=duplicates, note=f"as of {view.when(view.slow_at)}"),
+        metric_tile("enrollments_created", None if summary is None else fmt.count(summary["created"]),
+                    delta=delta_count(dig(summary, "created"), dig(before, "created"))),
+        metric_tile("conversion_rate", None if summary is None else fmt.rate(summary["conversion_rate"]),
+                    delta=delta_rate(dig(summary, "conversion_rate"), dig(before, "conversion_rate")),
+                    note=None if summary is None else f"{fmt.count(summary['converted'])} paid"),
+        metric_tile("pending_payments", None if pending is None else fmt.count(pending)),
+        metric_tile("enrollments_refunded", None if summary is None else fmt.count(summary["refunded"]),
+                    delta=delta_count(dig(summary, "refunded"), dig(before, "refunded"))),
+        metric_tile("activation_ms", None if summary is None else fmt.duration(summary["activation_ms"]["p95"]),
+                    target=t["activation_ms"], raw=dig(summary, "activation_ms", "p95"),
+                    note=None if summary is None else f"avg {fmt.duration(summary['activation_ms']['avg'])}"),
+        metric_tile("email_ms", None if summary is None else fmt.duration(summary["email_ms"]["p95"]),
+                    target=t["email_ms"], raw=dig(summary, "email_ms", "p95"),
+                    note=None if summary is None else f"avg {fmt.duration(summary['email_ms']['avg'])}"),
+        metric_tile("duplicate_enrollments", None if duplicates is None else fmt.count(duplicates),
+                    target=t["duplicate_enrollments"], raw=duplicates, note=f"as of {view.when(view.slow_at)}"),
     ])
 
 

@@ -6,8 +6,10 @@ import streamlit as st
 
 from dashboard import common
 from dashboard.common import Tile, View, delta_count, delta_ms, delta_rate, delta_relative, dig, md
+from dashboard.tiles import metric_tile
 from metrics import enrollments, payments, series, webhooks
 from metrics import format as fmt
+from metrics.catalogue import rate
 from metrics.probe import probe_summary
 from metrics.quality import data_quality
 from metrics.system import database_health
@@ -89,48 +91,40 @@ def render_payments(view: View) -> None:
     primary = common.currencies_seen(view.currencies, *(dig(revenue, n, "current") for n in ("today", "week", "month")))[0]
     t = view.targets
 
-    def revenue_tile(name: str, label: str) -> Tile:
+    def revenue_tile(name: str) -> Tile:
         current, previous = dig(revenue, name, "current"), dig(revenue, name, "previous")
         value, others = common.money_parts(current, primary)
         notes = ([f"also {others}"] if others else []) + ([] if name == "today" else [f"as of {view.when(view.slow_at)}"])
-        return Tile(label, value, delta=delta_relative(dig(current, primary), dig(previous, primary)),
-                    note=" · ".join(notes) or None,
-                    help=f"Succeeded payments (completed or refunded) created {label.lower().replace('revenue ', '')}, "
-                         "per currency, never converted. The change compares with the same length of time "
-                         "just before.")
+        return metric_tile(f"revenue_{name}", value, delta=delta_relative(dig(current, primary), dig(previous, primary)),
+                           note=" · ".join(notes) or None,
+                           also="The change compares with the same length of time just before.")
 
     atv, atv_others = common.money_parts(
         None if now is None else {c: v for c, v in now["avg_transaction_value"].items() if v}, primary)
 
     section("Payments", f"{view.range.label}, except revenue by calendar period")
     view.tiles([
-        revenue_tile("today", "Revenue today"),
-        revenue_tile("week", "Revenue this week"),
-        revenue_tile("month", "Revenue this month"),
-        Tile("Success rate", None if now is None else fmt.rate(now["success_rate"]),
-             delta=delta_rate(dig(now, "success_rate"), dig(before, "success_rate")),
-             target=t["payment_success_rate"], raw=dig(now, "success_rate"),
-             trend=_values(trend, lambda r: r["success_rate"]),
-             help="Succeeded / (succeeded + failed). Pending, processing and canceled payments are in neither."),
-        Tile("Failed payments", None if now is None else fmt.count(now["failed"]),
-             delta=delta_count(dig(now, "failed"), dig(before, "failed")), delta_color="inverse",
-             trend=_values(trend, lambda r: r["failed"]),
-             help="Payments with status failed (declined cards and other errors)."),
-        Tile("Refund rate", None if now is None else fmt.rate(now["refund_rate"]),
-             delta=delta_rate(dig(now, "refund_rate"), dig(before, "refund_rate")), delta_color="inverse",
-             target=t["refund_rate"], raw=dig(now, "refund_rate"),
-             note=None if now is None else fmt.count(now['refunds'], 'refund'),
-             help="Payments refunded in the period / payments succeeded in the period."),
-        Tile("Average transaction value", atv, note=f"also {atv_others}" if atv_others else None,
-             help="Revenue divided by the number of succeeded payments, per currency."),
-        Tile("Processing time (avg)", None if now is None else fmt.duration(now["processing_ms"]["avg"]),
-             delta=delta_ms(dig(now, "processing_ms", "avg"), dig(before, "processing_ms", "avg")),
-             delta_color="inverse", target=t["payment_processing_ms"], raw=dig(now, "processing_ms", "avg"),
-             note=None if now is None else f"p95 {fmt.duration(now['processing_ms']['p95'])}",
-             help="From payment created to completed, over succeeded payments."),
-        Tile("Stuck payments", None if stuck is None else fmt.count(stuck), delta_color="inverse",
-             help=f"Pending or processing for more than {view.settings.stuck_minutes:g} minutes, "
-                  "whenever created (the runbook's query)."),
+        revenue_tile("today"),
+        revenue_tile("week"),
+        revenue_tile("month"),
+        metric_tile("payment_success_rate", None if now is None else fmt.rate(now["success_rate"]),
+                    delta=delta_rate(dig(now, "success_rate"), dig(before, "success_rate")),
+                    target=t["payment_success_rate"], raw=dig(now, "success_rate"),
+                    trend=_values(trend, lambda r: r["success_rate"])),
+        metric_tile("failed_payments", None if now is None else fmt.count(now["failed"]),
+                    delta=delta_count(dig(now, "failed"), dig(before, "failed")),
+                    trend=_values(trend, lambda r: r["failed"])),
+        metric_tile("refund_rate", None if now is None else fmt.rate(now["refund_rate"]),
+                    delta=delta_rate(dig(now, "refund_rate"), dig(before, "refund_rate")),
+                    target=t["refund_rate"], raw=dig(now, "refund_rate"),
+                    note=None if now is None else fmt.count(now['refunds'], 'refund')),
+        metric_tile("avg_transaction_value", atv, note=f"also {atv_others}" if atv_others else None),
+        metric_tile("payment_processing_ms", None if now is None else fmt.duration(now["processing_ms"]["avg"]),
+                    delta=delta_ms(dig(now, "processing_ms", "avg"), dig(before, "processing_ms", "avg")),
+                    target=t["payment_processing_ms"], raw=dig(now, "processing_ms", "avg"),
+                    note=None if now is None else f"p95 {fmt.duration(now['processing_ms']['p95'])}"),
+        metric_tile("stuck_payments", None if stuck is None else fmt.count(stuck),
+                    also=f"Here that is {view.settings.stuck_minutes:g} minutes."),
     ], per_row=3)
 
 
@@ -147,22 +141,19 @@ def render_webhooks(view: View) -> None:
 
     section("Webhooks", view.range.label)
     view.tiles([
-        Tile("Events received", None if now is None else fmt.count(now["received"]),
-             delta=delta_count(dig(now, "received"), dig(before, "received")), delta_color="off",
-             trend=_values(trend, lambda r: r["received"]),
-             note=None if now is None else f"{fmt.count(now['failed'])} failed"),
-        Tile("Delivery success", None if now is None else fmt.rate(delivery(now), 2),
-             delta=delta_rate(delivery(now), delivery(before)),
-             target=t["webhook_delivery_rate"], raw=delivery(now),
-             help="Processed / (processed + failed): events the platform handled without error."),
-        Tile("Processing time (p95)", None if now is None else fmt.duration(now["processing_ms"]["p95"]),
-             delta=delta_ms(dig(now, "processing_ms", "p95"), dig(before, "processing_ms", "p95")),
-             delta_color="inverse", target=t["webhook_processing_ms"], raw=dig(now, "processing_ms", "p95"),
-             note=None if now is None else f"avg {fmt.duration(now['processing_ms']['avg'])}",
-             help="From received to processed."),
-        Tile("Last event received", None if now is None and last is None else view.ago(last),
-             note=None if last is None else view.when(last),
-             help="The guide alerts when no webhook arrives for an hour."),
+        metric_tile("webhooks_received", None if now is None else fmt.count(now["received"]),
+                    delta=delta_count(dig(now, "received"), dig(before, "received")),
+                    trend=_values(trend, lambda r: r["received"]),
+                    note=None if now is None else f"{fmt.count(now['failed'])} failed"),
+        metric_tile("webhook_delivery_rate", None if now is None else fmt.rate(delivery(now), 2),
+                    delta=delta_rate(delivery(now), delivery(before)),
+                    target=t["webhook_delivery_rate"], raw=delivery(now)),
+        metric_tile("webhook_processing_ms", None if now is None else fmt.duration(now["processing_ms"]["p95"]),
+                    delta=delta_ms(dig(now, "processing_ms", "p95"), dig(before, "processing_ms", "p95")),
+                    target=t["webhook_processing_ms"], raw=dig(now, "processing_ms", "p95"),
+                    note=None if now is None else f"avg {fmt.duration(now['processing_ms']['avg'])}"),
+        metric_tile("webhook_last_received_at", None if now is None and last is None else view.ago(last),
+                    note=None if last is None else view.when(last)),
     ])
 
 
@@ -178,29 +169,29 @@ def render_enrollments(view: View) -> None:
 
     section("Enrollments", f"{view.range.label}; new enrollments since local midnight")
     view.tiles([
-        Tile("New enrollments today", None if new is None else fmt.count(new),
-             delta=delta_count(new, new_before), delta_color="off"),
-        Tile("Conversion rate", None if now is None else fmt.rate(now["conversion_rate"]),
-             delta=delta_rate(dig(now, "conversion_rate"), dig(before, "conversion_rate")),
-             help="Enrollments created in the period whose payment went through (paid or later refunded)."),
-        Tile("Pending payments", None if pending is None else fmt.count(pending), delta_color="inverse",
-             help="Enrollments still waiting for their payment, whenever created."),
-        Tile("Refunded enrollments", None if now is None else fmt.count(now["refunded"]),
-             delta=delta_count(dig(now, "refunded"), dig(before, "refunded")), delta_color="inverse"),
-        Tile("Activation time (p95)", None if now is None else fmt.duration(now["activation_ms"]["p95"]),
-             delta=delta_ms(dig(now, "activation_ms", "p95"), dig(before, "activation_ms", "p95")),
-             delta_color="inverse", target=t["activation_ms"], raw=dig(now, "activation_ms", "p95"),
-             note=None if now is None else f"avg {fmt.duration(now['activation_ms']['avg'])}",
-             help="From payment completed to enrollment active."),
-        Tile("Confirmation email (p95)", None if now is None else fmt.duration(now["email_ms"]["p95"]),
-             delta=delta_ms(dig(now, "email_ms", "p95"), dig(before, "email_ms", "p95")),
-             delta_color="inverse", target=t["email_ms"], raw=dig(now, "email_ms", "p95"),
-             note=None if now is None else f"avg {fmt.duration(now['email_ms']['avg'])}",
-             help="From enrollment active to confirmation email sent."),
-        Tile("Duplicate enrollments", None if duplicates is None else fmt.count(duplicates),
-             target=t["duplicate_enrollments"], raw=duplicates,
-             help="Customer and service pairs with more than one active or pending enrollment."),
+        metric_tile("new_enrollments_today", None if new is None else fmt.count(new),
+                    delta=delta_count(new, new_before)),
+        metric_tile("conversion_rate", None if now is None else fmt.rate(now["conversion_rate"]),
+                    delta=delta_rate(dig(now, "conversion_rate"), dig(before, "conversion_rate"))),
+        metric_tile("pending_payments", None if pending is None else fmt.count(pending)),
+        metric_tile("enrollments_refunded", None if now is None else fmt.count(now["refunded"]),
+                    delta=delta_count(dig(now, "refunded"), dig(before, "refunded"))),
+        metric_tile("activation_ms", None if now is None else fmt.duration(now["activation_ms"]["p95"]),
+                    delta=delta_ms(dig(now, "activation_ms", "p95"), dig(before, "activation_ms", "p95")),
+                    target=t["activation_ms"], raw=dig(now, "activation_ms", "p95"),
+                    note=None if now is None else f"avg {fmt.duration(now['activation_ms']['avg'])}"),
+        metric_tile("email_ms", None if now is None else fmt.duration(now["email_ms"]["p95"]),
+                    delta=delta_ms(dig(now, "email_ms", "p95"), dig(before, "email_ms", "p95")),
+                    target=t["email_ms"], raw=dig(now, "email_ms", "p95"),
+                    note=None if now is None else f"avg {fmt.duration(now['email_ms']['avg'])}"),
+        metric_tile("duplicate_enrollments", None if duplicates is None else fmt.count(duplicates),
+                    target=t["duplicate_enrollments"], raw=duplicates),
     ])
+
+
+def disk_usage(storage: dict) -> float | None:
+    return rate("disk_usage", fs_used_bytes=storage.get("fs_used_bytes") or 0,
+                fs_total_bytes=storage.get("fs_total_bytes") or 0)
 
 
 def render_system(view: View) -> None:
@@ -213,20 +204,17 @@ def render_system(view: View) -> None:
     section("System Health", f"{view.range.label} for the platform's API probe")
     not_probed = "not configured (PAYWATCH_HEALTH_URL)" if not view.settings.health_url else None
     view.tiles([
-        Tile("API latency", fmt.duration(dig(probe, "latency_ms", "avg")) if probe else None,
-             note=not_probed or (f"p95 {fmt.duration(dig(probe, 'latency_ms', 'p95'))} · "
-                                 f"{fmt.count(dig(probe, 'samples'), 'probe')}" if probe else None),
-             help="Average time for the platform's health URL to answer, as the probe measures it."),
-        Tile("API error rate", fmt.rate(dig(probe, "error_rate"), 2) if probe else None, note=not_probed,
-             help="Probes that failed or answered with an HTTP error."),
-        Tile("DB connections", fmt.count(connections.get("current")) if health else None,
-             note=(f"{fmt.count(connections.get('available'))} available" if connections.get("available") is not None
-                   else "not reported" if health else None),
-             help="From the database's serverStatus (needs the clusterMonitor role)."),
-        Tile("DB storage", fmt.size(storage.get("storage_bytes")) if health else None,
-             note=("disk " + fmt.rate(storage["fs_used_bytes"] / storage["fs_total_bytes"]) + " used"
-                   if storage.get("fs_total_bytes") else "disk usage not reported" if health else None),
-             help="dbStats of the platform database: data and indexes on disk."),
+        metric_tile("api_latency_ms", fmt.duration(dig(probe, "latency_ms", "avg")) if probe else None,
+                    label="API latency",
+                    note=not_probed or (f"p95 {fmt.duration(dig(probe, 'latency_ms', 'p95'))} · "
+                                        f"{fmt.count(dig(probe, 'samples'), 'probe')}" if probe else None)),
+        metric_tile("api_error_rate", fmt.rate(dig(probe, "error_rate"), 2) if probe else None, note=not_probed),
+        metric_tile("db_connections", fmt.count(connections.get("current")) if health else None,
+                    note=(f"{fmt.count(connections.get('available'))} available"
+                          if connections.get("available") is not None else "not reported" if health else None)),
+        metric_tile("db_storage_bytes", fmt.size(storage.get("storage_bytes")) if health else None,
+                    note=("disk " + fmt.rate(disk_usage(storage)) + " used"
+                          if storage.get("fs_total_bytes") else "disk usage not reported" if health else None)),
         Tile("Alert worker", worker.state,
              note=f"last heartbeat {worker.age_text} ago" if worker.at else "no heartbeat recorded yet",
              help=f"Late when its heartbeat is older than {worker.limit_text}."),

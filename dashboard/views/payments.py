@@ -6,8 +6,12 @@ import streamlit as st
 
 from dashboard import charts, common
 from dashboard.common import Tile, View, delta_count, delta_rate, delta_relative, dig
+from dashboard.tiles import metric_tile
 from metrics import format as fmt
 from metrics import payments, series
+from metrics.catalogue import METRICS
+
+SUCCESS_RATE = METRICS["payment_success_rate"].tile_label
 
 
 def main() -> None:
@@ -41,34 +45,34 @@ def render_kpis(view: View, summary: dict | None, before: dict | None, currency:
                **(view.get(series.revenue_with_previous, {n: view.slow_periods[n] for n in ("week", "month")},
                            view.currencies, slow=True) or {})}
 
-    def money_tile(label: str, now: dict | None, then: dict | None, **more) -> Tile:
+    def money_tile(key: str, now: dict | None, then: dict | None, **more) -> Tile:
         value, others = common.money_parts(now, currency)
         previous = None if then is None else fmt.money(then.get(currency) or 0, currency)
         notes = [f"before {previous}"] if previous else []
         notes += [f"also {others}"] if others else []
-        return Tile(label, value, delta=delta_relative(dig(now, currency), dig(then, currency)),
-                    note=" · ".join(notes) or None, **more)
+        return metric_tile(key, value, delta=delta_relative(dig(now, currency), dig(then, currency)),
+                           note=" · ".join(notes) or None, **more)
 
     tiles = [
-        money_tile(f"Revenue {label}", dig(revenue, name, "current"), dig(revenue, name, "previous"),
-                   help="Succeeded payments created in the period; the change compares with the same length "
-                        "of time just before." + ("" if name == "today" else
-                                                   f" Recomputed every {common.SLOW_TTL_S // 60} minutes."))
-        for name, label in (("today", "today"), ("week", "this week"), ("month", "this month"))
+        money_tile(f"revenue_{name}", dig(revenue, name, "current"), dig(revenue, name, "previous"),
+                   also="The change compares with the same length of time just before." + (
+                       "" if name == "today" else f" Recomputed every {common.SLOW_TTL_S // 60} minutes."))
+        for name in ("today", "week", "month")
     ]
-    tiles.append(money_tile(f"Revenue · {view.range.label.lower()}", dig(summary, "revenue"), dig(before, "revenue")))
+    tiles.append(money_tile("revenue", dig(summary, "revenue"), dig(before, "revenue"),
+                            label=f"Revenue · {view.range.label.lower()}"))
     tiles += [
-        Tile("Success rate", None if summary is None else fmt.rate(summary["success_rate"]),
-             delta=delta_rate(dig(summary, "success_rate"), dig(before, "success_rate")),
-             target=view.targets["payment_success_rate"], raw=dig(summary, "success_rate"),
-             note=None if summary is None else f"{fmt.count(summary['succeeded'])} succeeded"),
-        Tile("Failed payments", None if summary is None else fmt.count(summary["failed"]),
-             delta=delta_count(dig(summary, "failed"), dig(before, "failed")), delta_color="inverse"),
-        Tile("Refund rate", None if summary is None else fmt.rate(summary["refund_rate"]),
-             delta=delta_rate(dig(summary, "refund_rate"), dig(before, "refund_rate")), delta_color="inverse",
-             target=view.targets["refund_rate"], raw=dig(summary, "refund_rate"),
-             note=None if summary is None else fmt.count(summary['refunds'], 'refund')),
-        money_tile("Average transaction value",
+        metric_tile("payment_success_rate", None if summary is None else fmt.rate(summary["success_rate"]),
+                    delta=delta_rate(dig(summary, "success_rate"), dig(before, "success_rate")),
+                    target=view.targets["payment_success_rate"], raw=dig(summary, "success_rate"),
+                    note=None if summary is None else f"{fmt.count(summary['succeeded'])} succeeded"),
+        metric_tile("failed_payments", None if summary is None else fmt.count(summary["failed"]),
+                    delta=delta_count(dig(summary, "failed"), dig(before, "failed"))),
+        metric_tile("refund_rate", None if summary is None else fmt.rate(summary["refund_rate"]),
+                    delta=delta_rate(dig(summary, "refund_rate"), dig(before, "refund_rate")),
+                    target=view.targets["refund_rate"], raw=dig(summary, "refund_rate"),
+                    note=None if summary is None else fmt.count(summary['refunds'], 'refund')),
+        money_tile("avg_transaction_value",
                    None if summary is None else {c: v for c, v in summary["avg_transaction_value"].items() if v},
                    None if before is None else {c: v for c, v in before["avg_transaction_value"].items() if v}),
     ]
@@ -98,14 +102,14 @@ def render_revenue(view: View, buckets: list[dict] | None, currency: str) -> Non
 def render_success(view: View, buckets: list[dict] | None) -> None:
     st.subheader("Success and failures", anchor=False, divider="gray")
     if not buckets:
-        charts.empty("Success rate over time", "No data for this range.")
+        charts.empty(f"{SUCCESS_RATE} over time", "No data for this range.")
         return
     target = view.targets["payment_success_rate"]
     left, right = st.columns(2)
     with left:
         charts.show(charts.time_chart(
-            buckets, view.tz, [("Success rate", [r["success_rate"] for r in buckets], charts.GOOD)],
-            title=f"Success rate per {_unit(view)}", y_title="Success rate", axis=charts.RATE,
+            buckets, view.tz, [(SUCCESS_RATE, [r["success_rate"] for r in buckets], charts.GOOD)],
+            title=f"{SUCCESS_RATE} per {_unit(view)}", y_title=SUCCESS_RATE, axis=charts.RATE,
             line=(target.target, f"target {target.describe()}")))
     with right:
         charts.show(charts.time_chart(

@@ -8,7 +8,9 @@ import streamlit as st
 
 from dashboard import common
 from dashboard.common import Tile, View, dig, md
+from dashboard.tiles import metric_tile
 from metrics import format as fmt
+from metrics.catalogue import rate
 from metrics.db import state_db
 from metrics.probe import probe_once, probe_summary, record_probe
 from metrics.quality import data_quality
@@ -66,14 +68,11 @@ def render_probe(view: View) -> None:
         return
     last = summary["last"] or {}
     view.tiles([
-        Tile("API latency (avg)", fmt.duration(dig(summary, "latency_ms", "avg")),
-             note=f"p95 {fmt.duration(dig(summary, 'latency_ms', 'p95'))}",
-             help="The guide alerts when API latency exceeds 1 second."),
-        Tile("API error rate", fmt.rate(summary["error_rate"], 2), note=fmt.count(summary['samples'], 'probe'),
-             help="Probes that failed or answered with an HTTP error; the guide alerts above 1%."),
-        Tile("Memory usage", None if summary["memory_pct"] is None else f"{summary['memory_pct']:.1f}%",
-             note=None if summary["memory_pct"] is not None else "not reported by the health endpoint",
-             help="As the health endpoint reports it; the guide alerts above 80%."),
+        metric_tile("api_latency_ms", fmt.duration(dig(summary, "latency_ms", "avg")),
+                    note=f"p95 {fmt.duration(dig(summary, 'latency_ms', 'p95'))}"),
+        metric_tile("api_error_rate", fmt.rate(summary["error_rate"], 2), note=fmt.count(summary['samples'], 'probe')),
+        metric_tile("memory_pct", None if summary["memory_pct"] is None else f"{summary['memory_pct']:.1f}%",
+                    note=None if summary["memory_pct"] is not None else "not reported by the health endpoint"),
         Tile("Last probe", view.ago(last.get("at")),
              note=("ok" if last.get("ok") else f"failed: {last.get('error')}") if last else None),
     ])
@@ -88,20 +87,19 @@ def render_database(view: View) -> None:
     connections = health.get("connections") or {}
     storage = health.get("storage") or {}
     fs_total = storage.get("fs_total_bytes")
+    disk = rate("disk_usage", fs_used_bytes=storage.get("fs_used_bytes") or 0, fs_total_bytes=fs_total or 0)
     view.tiles([
-        Tile("Connections", fmt.count(connections.get("current")) if connections else None,
-             note=(f"{fmt.count(connections.get('available'))} more available" if connections
-                   else "serverStatus not permitted: " + str(health.get("connections_error"))),
-             help="Open connections to the server (serverStatus.connections)."),
-        Tile("Storage", fmt.size(storage.get("storage_bytes")) if storage else None,
-             note=f"data {fmt.size(storage.get('data_bytes'))} · indexes {fmt.size(storage.get('index_bytes'))}"
-             if storage else str(health.get("storage_error")),
-             help="dbStats of the platform database."),
-        Tile("Disk usage", fmt.rate(storage["fs_used_bytes"] / fs_total) if fs_total else None,
-             note=f"{fmt.size(storage.get('fs_used_bytes'))} of {fmt.size(fs_total)}" if fs_total
-             else "not reported by this server"),
-        Tile("Documents", fmt.count(storage.get("objects")) if storage else None,
-             note=f"server {health.get('server_version') or 'version unknown'}"),
+        metric_tile("db_connections", fmt.count(connections.get("current")) if connections else None,
+                    note=(f"{fmt.count(connections.get('available'))} more available" if connections
+                          else "serverStatus not permitted: " + str(health.get("connections_error")))),
+        metric_tile("db_storage_bytes", fmt.size(storage.get("storage_bytes")) if storage else None,
+                    note=f"data {fmt.size(storage.get('data_bytes'))} · indexes {fmt.size(storage.get('index_bytes'))}"
+                    if storage else str(health.get("storage_error"))),
+        metric_tile("disk_usage", fmt.rate(disk) if disk is not None else None,
+                    note=f"{fmt.size(storage.get('fs_used_bytes'))} of {fmt.size(fs_total)}" if fs_total
+                    else "not reported by this server"),
+        metric_tile("db_documents", fmt.count(storage.get("objects")) if storage else None,
+                    note=f"server {health.get('server_version') or 'version unknown'}"),
     ])
     st.caption(f"Server statistics are read every {common.SLOW_TTL_S // 60} minutes.")
 

@@ -6,11 +6,14 @@ import streamlit as st
 
 from dashboard import charts, common
 from dashboard.common import Tile, View, delta_count, delta_ms, delta_rate, dig
+from dashboard.tiles import metric_tile
 from metrics import format as fmt
 from metrics import series, webhooks
+from metrics.catalogue import METRICS
 
 # The guide's alert threshold for the webhook response time (section 4, "Webhook Monitoring").
 SLOW_WEBHOOK_KEY = "webhook_processing_ms"
+FAILURE_RATE = METRICS["webhook_failure_rate"].tile_label
 
 
 def main() -> None:
@@ -37,29 +40,28 @@ def _delivery(summary: dict | None) -> float | None:
 def render_kpis(view: View, summary: dict | None, before: dict | None) -> None:
     last = view.get(webhooks.last_received_at, view.at)
 
-    def timing(label: str, key: str, stat: str, **more) -> Tile:
-        return Tile(label, None if summary is None else fmt.duration(summary[key][stat]),
-                    delta=delta_ms(dig(summary, key, stat), dig(before, key, stat)), delta_color="inverse", **more)
+    def timing(metric: str, key: str, stat: str, **more) -> Tile:
+        return metric_tile(metric, None if summary is None else fmt.duration(summary[key][stat]),
+                           delta=delta_ms(dig(summary, key, stat), dig(before, key, stat)), **more)
 
+    slow = view.targets[SLOW_WEBHOOK_KEY]
     view.tiles([
-        Tile("Events received", None if summary is None else fmt.count(summary["received"]),
-             delta=delta_count(dig(summary, "received"), dig(before, "received")), delta_color="off",
-             note=None if summary is None else
-             f"{fmt.count(summary['processed'])} processed · {fmt.count(summary['failed'])} failed"),
-        Tile("Failure rate", None if summary is None else fmt.rate(summary["failure_rate"], 2),
-             delta=delta_rate(dig(summary, "failure_rate"), dig(before, "failure_rate")), delta_color="inverse",
-             target=view.targets["webhook_delivery_rate"], raw=_delivery(summary),
-             help="Failed / (processed + failed). The target is on delivery success, 1 − failure rate.",
-             note=None if summary is None else f"delivery success {fmt.rate(_delivery(summary), 2)}"),
-        Tile("Time since last event", None if last is None and summary is None else view.ago(last),
-             note=None if last is None else f"at {view.when(last)}",
-             help="The guide alerts when no webhook arrives for an hour."),
-        timing("Processing time (avg)", "processing_ms", "avg", help="From received to processed."),
-        timing("Processing time (p95)", "processing_ms", "p95", target=view.targets[SLOW_WEBHOOK_KEY],
-               raw=dig(summary, "processing_ms", "p95"), help="The guide alerts above 10 seconds."),
-        timing("Delivery lag (avg)", "delivery_lag_ms", "avg",
-               note=None if summary is None else f"p95 {fmt.duration(summary['delivery_lag_ms']['p95'])}",
-               help="From Stripe creating the event to the platform receiving it."),
+        metric_tile("webhooks_received", None if summary is None else fmt.count(summary["received"]),
+                    delta=delta_count(dig(summary, "received"), dig(before, "received")),
+                    note=None if summary is None else
+                    f"{fmt.count(summary['processed'])} processed · {fmt.count(summary['failed'])} failed"),
+        metric_tile("webhook_failure_rate", None if summary is None else fmt.rate(summary["failure_rate"], 2),
+                    delta=delta_rate(dig(summary, "failure_rate"), dig(before, "failure_rate")),
+                    target=view.targets["webhook_delivery_rate"], raw=_delivery(summary),
+                    also="The target is on delivery success, 1 − failure rate.",
+                    note=None if summary is None else f"delivery success {fmt.rate(_delivery(summary), 2)}"),
+        metric_tile("webhook_last_received_at", None if last is None and summary is None else view.ago(last),
+                    label="Time since last event", note=None if last is None else f"at {view.when(last)}"),
+        timing("webhook_processing_avg_ms", "processing_ms", "avg"),
+        timing(SLOW_WEBHOOK_KEY, "processing_ms", "p95", target=slow,
+               raw=dig(summary, "processing_ms", "p95"), also=f"Target {slow.describe()}."),
+        timing("webhook_delivery_lag_ms", "delivery_lag_ms", "avg",
+               note=None if summary is None else f"p95 {fmt.duration(summary['delivery_lag_ms']['p95'])}"),
     ], per_row=3)
 
 
@@ -80,8 +82,8 @@ def render_volume(view: View, buckets: list[dict] | None) -> None:
     with right:
         target = view.targets["webhook_delivery_rate"]
         charts.show(charts.time_chart(
-            buckets, view.tz, [("Failure rate", [r["failure_rate"] for r in buckets], charts.BAD)],
-            title=f"Failure rate per {unit}", y_title="Failure rate", axis=charts.FAILURE_RATE,
+            buckets, view.tz, [(FAILURE_RATE, [r["failure_rate"] for r in buckets], charts.BAD)],
+            title=f"{FAILURE_RATE} per {unit}", y_title=FAILURE_RATE, axis=charts.FAILURE_RATE,
             line=(1 - target.target, f"limit {fmt.rate(1 - target.target, 0)} (delivery {target.describe()})")))
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable
 
+from metrics.catalogue import rate
 from metrics.rollups import buckets as bk
 from metrics.rollups.buckets import Bucket, Hist
 from metrics.rollups.store import SERIES, fold_partial
 from metrics.schema import SUCCEEDED_STATUSES
-from metrics.stats import ratio
 from metrics.windows import Window
 
 
@@ -107,13 +107,13 @@ def payments_window_summary(src, window: Window, currencies: tuple[str, ...] = (
     return {
         "succeeded": succeeded,
         "failed": failed,
-        "success_rate": ratio(succeeded, succeeded + failed),
+        "success_rate": rate("payment_success_rate", succeeded=succeeded, failed=failed),
         "revenue": dict(sorted(revenue.items())),
         "avg_transaction_value": {
             cur: round(revenue[cur] / succeeded_by[cur], 2) if succeeded_by.get(cur) else 0 for cur in sorted(revenue)
         },
         "refunds": refunds,
-        "refund_rate": ratio(refunds, succeeded),
+        "refund_rate": rate("refund_rate", refunds=refunds, succeeded=succeeded),
         "processing_ms": duration_stats(_hist(b, "processing")),
         "by_status": dict(sorted(by_status.items())),
     }
@@ -147,7 +147,7 @@ def webhooks_window_summary(src, window: Window) -> dict:
         "received": sum(counts.values()),
         "processed": processed,
         "failed": failed,
-        "failure_rate": ratio(failed, processed + failed),
+        "failure_rate": rate("webhook_failure_rate", failed=failed, processed=processed),
         "processing_ms": duration_stats(_hist(b, "processing")),
         "delivery_lag_ms": duration_stats(_hist(b, "delivery_lag")),
     }
@@ -174,7 +174,7 @@ def enrollments_window_summary(src, window: Window) -> dict:
     return {
         "created": funnel["created"],
         "converted": funnel["paid"],
-        "conversion_rate": ratio(funnel["paid"], funnel["created"]),
+        "conversion_rate": rate("conversion_rate", converted=funnel["paid"], created=funnel["created"]),
         "refunded": enrollments_refunded_count(src, window),
         "activation_ms": duration_stats(_hist(activations, "activation")),
         "email_ms": duration_stats(_hist(activations, "email")),
@@ -223,7 +223,7 @@ def series_payment_series(src, window: Window, tz, unit: str | None = None, curr
         rev = {c: revenue.get(c, 0) for c in seen_sorted}
         out.append({
             "bucket": start, "succeeded": succeeded, "failed": failed, "revenue": rev,
-            "success_rate": ratio(succeeded, succeeded + failed),
+            "success_rate": rate("payment_success_rate", succeeded=succeeded, failed=failed),
             "avg_transaction_value": {c: round(rev[c] / succeeded_by[c], 2) if succeeded_by.get(c) else None
                                       for c in seen_sorted},
         })
@@ -249,7 +249,7 @@ def series_webhook_series(src, window: Window, tz, unit: str | None = None) -> l
         out.append({"bucket": start, "received": sum(counts.values()), "processed": processed, "failed": failed,
                     "processing_ms": chart_stats(_hist(b, "processing")),
                     "delivery_lag_ms": chart_stats(_hist(b, "delivery_lag")),
-                    "failure_rate": ratio(failed, processed + failed)})
+                    "failure_rate": rate("webhook_failure_rate", failed=failed, processed=processed)})
     return out
 
 
@@ -270,7 +270,7 @@ def series_enrollment_series(src, window: Window, tz, unit: str | None = None) -
         funnel = _funnel(b)
         out.append({"bucket": start, "created": funnel["created"], "converted": funnel["paid"],
                     "refunded": sum(_counter(r, "refunded").values()),
-                    "conversion_rate": ratio(funnel["paid"], funnel["created"])})
+                    "conversion_rate": rate("conversion_rate", converted=funnel["paid"], created=funnel["created"])})
     return out
 
 
@@ -329,7 +329,7 @@ def signals_payment_outcomes(src, window: Window, split: str | None = None) -> d
         else:
             entry["succeeded"] += n
     for entry in out.values():
-        entry["success_rate"] = ratio(entry["succeeded"], entry["succeeded"] + entry["failed"])
+        entry["success_rate"] = rate("payment_success_rate", succeeded=entry["succeeded"], failed=entry["failed"])
         entry["failed_amount"] = dict(sorted(entry["failed_amount"].items()))
     return dict(sorted(out.items()))
 

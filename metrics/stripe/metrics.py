@@ -40,6 +40,7 @@ from typing import Any
 
 from pymongo.database import Database
 
+from metrics.catalogue import rate
 from metrics.db import DataSourceUnavailable
 from metrics.settings import Settings
 from metrics.stats import PERCENTILE, ratio, read_duration_stats
@@ -158,7 +159,7 @@ def payment_summary(ms: MirrorStore, window: Window) -> dict | None:
         "created": created,
         "succeeded": succeeded,
         "failed": failed,
-        "success_rate": ratio(succeeded, succeeded + failed),
+        "success_rate": rate("payment_success_rate", succeeded=succeeded, failed=failed),
         "amount_succeeded": dict(sorted(amount.items())),
         "by_status": dict(sorted(by_status.items())),
         "decline_codes": {row["_id"]: row["count"] for row in rows["declines"]},
@@ -193,7 +194,7 @@ def refund_summary(ms: MirrorStore, window: Window, succeeded: int | None) -> di
     return {
         "count": count,
         "amount": {r["_id"] or "unknown": int(r["amount"] or 0) for r in sorted(rows, key=lambda r: r["_id"] or "")},
-        "refund_rate": ratio(count, succeeded) if succeeded is not None else None,
+        "refund_rate": rate("refund_rate", refunds=count, succeeded=succeeded) if succeeded is not None else None,
     }
 
 
