@@ -17,12 +17,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from metrics.catalogue import rate
 from metrics.db import Source
 from metrics.format import ZERO_DECIMAL
 from metrics.payments import _currency, _minor_units, revenue_by_period  # one definition of each
 from metrics.quality import valid_filter, valid_stages
 from metrics.schema import CONVERTED_PAYMENT_STATUSES, SUCCEEDED_STATUSES, Schema
-from metrics.stats import PERCENTILE, duration_ms, ratio
+from metrics.stats import PERCENTILE, duration_ms
 from metrics.windows import UTC, Window, previous_period, utc
 from metrics.rollups import rolled_up
 
@@ -176,7 +177,7 @@ def payment_series(src: Source, window: Window, tz: ZoneInfo | str, unit: str | 
     series = _fill(rows, window, unit, tz, lambda: {"succeeded": 0, "failed": 0, "revenue": {}})
     for row in series:
         row["revenue"] = {c: row["revenue"].get(c, 0) for c in seen}
-        row["success_rate"] = ratio(row["succeeded"], row["succeeded"] + row["failed"])
+        row["success_rate"] = rate("payment_success_rate", succeeded=row["succeeded"], failed=row["failed"])
         n = counts.get(row["bucket"], {})
         row["avg_transaction_value"] = {c: round(row["revenue"][c] / n[c], 2) if n.get(c) else None for c in seen}
     return series
@@ -333,7 +334,7 @@ def webhook_series(src: Source, window: Window, tz: ZoneInfo | str, unit: str | 
         "received": 0, "processed": 0, "failed": 0,
         "processing_ms": _stats(None, None), "delivery_lag_ms": _stats(None, None)})
     for row in series:
-        row["failure_rate"] = ratio(row["failed"], row["processed"] + row["failed"])
+        row["failure_rate"] = rate("webhook_failure_rate", failed=row["failed"], processed=row["processed"])
     return series
 
 
@@ -385,7 +386,7 @@ def enrollment_series(src: Source, window: Window, tz: ZoneInfo | str, unit: str
             out[k] += row[k]
     series = _fill(rows, window, unit, tz, lambda: {"created": 0, "converted": 0, "refunded": 0})
     for row in series:
-        row["conversion_rate"] = ratio(row["converted"], row["created"])
+        row["conversion_rate"] = rate("conversion_rate", converted=row["converted"], created=row["created"])
     return series
 
 

@@ -20,13 +20,13 @@ from datetime import datetime, timedelta
 from pymongo import ASCENDING
 from pymongo.database import Database
 
+from metrics.catalogue import rate
 from metrics.db import Source
 from metrics.enrollments import DUPLICATE_STATUSES
 from metrics.payments import _currency, _minor_units  # one definition of each
 from metrics.quality import count_valid, valid_stages
 from metrics.rollups import rolled_up
 from metrics.schema import SUCCEEDED_STATUSES, Schema
-from metrics.stats import ratio
 from metrics.webhooks import last_received_at
 from metrics.windows import Window, utc
 
@@ -106,7 +106,7 @@ def payment_outcomes(src: Source, window: Window, split: str | None = None) -> d
         else:
             entry["succeeded"] += row["count"]
     for entry in out.values():
-        entry["success_rate"] = ratio(entry["succeeded"], entry["succeeded"] + entry["failed"])
+        entry["success_rate"] = rate("payment_success_rate", succeeded=entry["succeeded"], failed=entry["failed"])
         entry["failed_amount"] = dict(sorted(entry["failed_amount"].items()))
     return dict(sorted(out.items()))
 
@@ -162,7 +162,7 @@ def refund_outcomes(src: Source, window: Window, split: str | None = None) -> di
         cur = row["_id"]["currency"]
         entry["refunded_amount"][cur] = entry["refunded_amount"].get(cur, 0) + int(row["amount"])
     for entry in out.values():
-        entry["refund_rate"] = ratio(entry["refunds"], entry["succeeded"])
+        entry["refund_rate"] = rate("refund_rate", refunds=entry["refunds"], succeeded=entry["succeeded"])
         entry["refunded_amount"] = dict(sorted(entry["refunded_amount"].items()))
     return dict(sorted(out.items()))
 

@@ -28,7 +28,7 @@ def render() -> None:
 
 def render_kpis(view: View, summary: dict | None, before: dict | None) -> None:
     pending = view.get(enrollments.pending_payments_count, view.at)
-    duplicates = view.get(enrollments.duplicate_count, view.slow_at, slow=True)
+    duplicates = view.get(enrollments.duplicate_count, view.at)
     t = view.targets
     view.tiles([
         metric_tile("enrollments_created", None if summary is None else fmt.count(summary["created"]),
@@ -46,7 +46,7 @@ def render_kpis(view: View, summary: dict | None, before: dict | None) -> None:
                     target=t["email_ms"], raw=dig(summary, "email_ms", "p95"),
                     note=None if summary is None else f"avg {fmt.duration(summary['email_ms']['avg'])}"),
         metric_tile("duplicate_enrollments", None if duplicates is None else fmt.count(duplicates),
-                    target=t["duplicate_enrollments"], raw=duplicates, note=f"as of {view.when(view.slow_at)}"),
+                    target=t["duplicate_enrollments"], raw=duplicates),
     ])
 
 
@@ -135,7 +135,7 @@ def _age(band: dict) -> str:
 
 def render_duplicates(view: View) -> None:
     st.subheader("Duplicate enrollments", anchor=False, divider="gray")
-    pairs = view.get(enrollments.duplicate_pairs, view.slow_at, 50, slow=True)
+    pairs = view.get(enrollments.duplicate_pairs, view.at, 50)
     if not pairs:
         st.caption("None: every customer has at most one active or pending enrollment per service."
                    if pairs is not None else "Not available.")

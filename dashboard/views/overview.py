@@ -83,9 +83,8 @@ def _values(rows: list[dict] | None, pick) -> list[float]:
 def render_payments(view: View) -> None:
     now = view.get(payments.window_summary, view.window, view.currencies)
     before = view.get(payments.window_summary, view.previous, view.currencies)
-    revenue = {**(view.get(series.revenue_with_previous, {"today": view.periods["today"]}, view.currencies) or {}),
-               **(view.get(series.revenue_with_previous, {n: view.slow_periods[n] for n in ("week", "month")},
-                           view.currencies, slow=True) or {})}
+    revenue = {**(view.get(series.revenue_with_previous, {"today": view.periods["today"]}, view.currencies, view.tz) or {}),
+               **(view.get(series.revenue_with_previous, {n: view.periods[n] for n in ("week", "month")}, view.currencies, view.tz) or {})}
     stuck = view.get(payments.stuck_count, view.at, view.settings.stuck_minutes)
     trend = view.get(series.payment_series, view.window, view.settings.timezone, None, view.currencies)
     primary = common.currencies_seen(view.currencies, *(dig(revenue, n, "current") for n in ("today", "week", "month")))[0]
@@ -94,7 +93,7 @@ def render_payments(view: View) -> None:
     def revenue_tile(name: str) -> Tile:
         current, previous = dig(revenue, name, "current"), dig(revenue, name, "previous")
         value, others = common.money_parts(current, primary)
-        notes = ([f"also {others}"] if others else []) + ([] if name == "today" else [f"as of {view.when(view.slow_at)}"])
+        notes = ([f"also {others}"] if others else []) + []
         return metric_tile(f"revenue_{name}", value, delta=delta_relative(dig(current, primary), dig(previous, primary)),
                            note=" · ".join(notes) or None,
                            also="The change compares with the same length of time just before.")
@@ -164,7 +163,7 @@ def render_enrollments(view: View) -> None:
     now = view.get(enrollments.window_summary, view.window)
     before = view.get(enrollments.window_summary, view.previous)
     pending = view.get(enrollments.pending_payments_count, view.at)
-    duplicates = view.get(enrollments.duplicate_count, view.slow_at, slow=True)
+    duplicates = view.get(enrollments.duplicate_count, view.at)
     t = view.targets
 
     section("Enrollments", f"{view.range.label}; new enrollments since local midnight")

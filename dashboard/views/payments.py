@@ -41,9 +41,8 @@ def pick_currency(view: View, summary: dict | None, buckets: list[dict] | None) 
 
 
 def render_kpis(view: View, summary: dict | None, before: dict | None, currency: str) -> None:
-    revenue = {**(view.get(series.revenue_with_previous, {"today": view.periods["today"]}, view.currencies) or {}),
-               **(view.get(series.revenue_with_previous, {n: view.slow_periods[n] for n in ("week", "month")},
-                           view.currencies, slow=True) or {})}
+    revenue = {**(view.get(series.revenue_with_previous, {"today": view.periods["today"]}, view.currencies, view.tz) or {}),
+               **(view.get(series.revenue_with_previous, {n: view.periods[n] for n in ("week", "month")}, view.currencies, view.tz) or {})}
 
     def money_tile(key: str, now: dict | None, then: dict | None, **more) -> Tile:
         value, others = common.money_parts(now, currency)
