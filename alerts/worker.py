@@ -198,7 +198,8 @@ class Worker:
         if self.is_leader():
             self.outbox.fence = self.lease.fence
             try:
-                self.outbox.deliver(budget_s=self.config.outbox_interval.total_seconds())
+                # Within the job's own interval, so the next run is never skipped for this one still going.
+                self.outbox.deliver(budget_s=self.config.outbox_interval.total_seconds() * 0.6)
             except PyMongoError as exc:
                 log.warning("outbox: Paywatch's database is unavailable: %s", describe(exc, limit=200))
 
