@@ -1,10 +1,10 @@
-"""``python -m bench`` (``make bench``): what Paywatch costs at the reference volume.
+"""``python -m bench``: what Paywatch costs at the reference volume (``make bench``: modes rollups and load).
 
 Seeds (once; kept under ``.paywatch/bench/``) one year at 1,000 payments a
 day with 3 webhook events per payment and one enrollment per payment, creates
 the indexes of ``metrics/indexes.py``, then measures, depending on the mode:
 
-  snapshot   one snapshot (the default, what ``make bench`` runs): wall time
+  snapshot   one snapshot on the raw path (the default): wall time
              cold and warm, database round trips, documents examined per
              query and whether it used an index (``explain``), peak memory
   dashboard  the Overview in headless Chromium: first visit, cold and warm
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc = __doc__.replace("``", "").split("\n\n")
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=doc[0] + "\n\n" + doc[1] + "\n\n" + doc[2],
-        epilog="Examples: python -m bench (= make bench); python -m bench all --write; "
+        epilog="Examples: make bench (= python -m bench rollups, then load); python -m bench all --write; "
                "python -m bench snapshot --volume demo; python -m bench alerts --latency-only --interval 5. "
                "Delete .paywatch/bench to seed the reference volume again.",
         formatter_class=argparse.RawDescriptionHelpFormatter)

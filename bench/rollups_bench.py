@@ -93,14 +93,17 @@ class TrafficLog(monitoring.CommandListener):
         key = self._pending.pop(event.request_id, None)
         if key is None:
             return
-        row = self.rows.setdefault(key, [0, 0])
+        row = self.rows.setdefault(key, [0, 0, 0.0])
         row[0] += 1
         row[1] += returned(event.reply)
+        row[2] += event.duration_micros / 1e6
 
     def failed(self, event):
         key = self._pending.pop(event.request_id, None)
         if key is not None:
-            self.rows.setdefault(key, [0, 0])[0] += 1
+            row = self.rows.setdefault(key, [0, 0, 0.0])
+            row[0] += 1
+            row[2] += event.duration_micros / 1e6
 
     @contextmanager
     def counting(self):
@@ -113,8 +116,8 @@ class TrafficLog(monitoring.CommandListener):
 
     def table(self, per: float = 1.0) -> list[dict]:
         return [{"database": db, "collection": coll, "command": cmd, "commands": round(n / per, 2),
-                 "documents_returned": round(d / per, 1)}
-                for (db, coll, cmd), (n, d) in sorted(self.rows.items())]
+                 "documents_returned": round(d / per, 1), "server_s": round(t / per, 3)}
+                for (db, coll, cmd), (n, d, t) in sorted(self.rows.items())]
 
     def totals(self, database: str, per: float = 1.0) -> dict:
         n = sum(v[0] for k, v in self.rows.items() if k[0] == database)
@@ -367,8 +370,18 @@ def page_db_times(volume, settings, at, runs) -> dict:
             for name, kind, args in which:
                 common._function(name)(src if kind == "platform" else state, *args)
 
+        each = []
+        for name, kind, args in platform:  # once more, call by call: where a page's time goes
+            started = time.perf_counter()
+            common._function(name)(src, *args)
+            each.append({"call": name, "args": repr(args)[:160], "s": round(time.perf_counter() - started, 3)})
         pages[page] = {"platform_calls": len(platform), "state_calls": len(calls) - len(platform),
+                       "slowest_calls": sorted(each, key=lambda c: -c["s"])[:5],
                        "platform_s": summary(timed(lambda: replay(platform), runs)),
+                       # database_health as the pages call it sends dbStats, which SecantusDB answers by
+                       # encoding every document: the rest of the page, apart
+                       "platform_without_database_health_s": summary(timed(lambda: replay(
+                           [c for c in platform if not c[0].endswith(".database_health")]), runs)),
                        "all_s": summary(timed(lambda: replay(calls), runs))}
         say(f"{volume.name}: page {page}: {len(platform)} platform figure calls, "
             f"{pages[page]['platform_s']['median']} s (with Paywatch's own reads {pages[page]['all_s']['median']} s)")
