@@ -7,13 +7,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench screenshots setup browser clean help
+.PHONY: run test bench screenshots setup browser clean help image-test
 
 help:
 	@echo "make run    start Paywatch (embedded database, demo data, dashboard, alert worker)"
 	@echo "make test   run the whole test suite (installs what it needs first)"
 	@echo "make bench  seed the reference volume, build its rollups and measure (docs/performance.md)"
 	@echo "make screenshots  refresh docs/screenshots/ from the browser test"
+	@echo "make image-test   build the container image and run the dashboard and the worker from it (docs/deploy.md)"
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +44,10 @@ bench: setup
 # The browser test saves a screenshot of every page; here into docs/ instead of a temporary folder.
 screenshots: setup browser
 	PAYWATCH_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_dashboard_browser.py
+
+# Build the image with Podman (offline: a local base and a host wheelhouse) and run both roles from it.
+image-test: setup
+	PYTHONPATH=$(CURDIR) $(PY) deploy/image_test.py
 
 clean:
 	rm -rf $(VENV) .paywatch .pytest_cache

@@ -149,6 +149,10 @@ def cmd_evaluate(settings, args) -> int:
             state += " (unknown)"
         if s["silenced"]:
             state += " (silenced)"
+        if s["flapping"]:
+            state += " (flapping)"
+        if s["inhibited_by"] and s["state"] == "firing":
+            state += f" (held while {s['inhibited_by']} fires)"
         samples = "" if s["samples"] is None else f"{s['samples']:,}"
         note = f"  [{s['note']}]" if s["note"] and not s["unknown"] else ""
         print(f"{s['rule']:<26} {s['subject'] or '–':<14} {s['value_text']:>12} {s['threshold_text']:>12} "

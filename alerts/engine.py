@@ -26,9 +26,10 @@ from alerts.messages import alert_message
 from alerts.outbox import Outbox
 from alerts.readings import METRICS, EvalContext, Reading, explain, format_value
 from alerts.rules import Rule
-from alerts.state import (FIRING, INACTIVE, RESOLVED, RESOLVED_MSG, AlertState, Decision, Observation,
+from alerts.state import (FIRING, INACTIVE, NO_DATA, RESOLVED, RESOLVED_MSG, AlertState, Decision, Observation,
                           after_notify, dedup_key, next_state, notify_reason, scope)
 from metrics.db import DataSourceUnavailable
+from metrics.windows import iso
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Evaluation:
     unknown: bool = False
     note: str | None = None  # why there is no reading (not configured, no data, the error)
     silence: dict | None = None
+    inhibited_by: str | None = None  # a firing rule this one depends on: its firing messages wait
     decision: Decision | None = None
     stored: bool = field(default=True)
 
@@ -67,6 +69,11 @@ class Evaluation:
             "samples": self.new.samples,
             "min_samples": self.rule.min_samples,
             "breached": None if self.unknown else self.rule.breached(self.new.value, self.new.samples),
+            "judged": None if self.unknown else self.rule.judge(self.new.value, self.new.samples),
+            "no_data_since": self.new.no_data_since,
+            "flapping": self.new.flapping,
+            "flips_last_hour": len(self.new.flips),
+            "inhibited_by": self.inhibited_by,
             "state": self.new.state,
             "previous_state": self.prev.state,
             "unknown": self.unknown,
@@ -119,13 +126,35 @@ def evaluate(ctx: EvalContext, rules: list[Rule], stored: dict[str, dict]) -> li
             if reading is None and prev.state in (INACTIVE, RESOLVED):
                 continue  # a subject with no data this time and nothing open: nothing to do
             obs = Observation(reading.value, reading.samples) if reading else Observation(None, 0)
-            out.append(Evaluation(rule, subject, prev, next_state(rule, obs, prev, ctx.at), reading,
-                                  note=None if reading else "no data this cycle", stored=subject in known))
+            new = next_state(rule, obs, prev, ctx.at)
+            out.append(Evaluation(rule, subject, prev, new, reading, note=_no_data_note(rule, obs, new),
+                                  stored=subject in known))
         if not by_subject and not any(e.rule is rule for e in out):
             note = f"needs {metric.needs}" if metric.needs and not _configured(ctx, metric.needs) else "no data"
             prev = store.from_doc(known.get(""))
             out.append(Evaluation(rule, "", prev, prev, note=note, stored=False))
+    firing = firing_rules(out)
+    for ev in out:
+        ev.inhibited_by = inhibitor(ev.rule, firing)
     return out
+
+
+def _no_data_note(rule: Rule, obs: Observation, new: AlertState) -> str | None:
+    if rule.judge(obs.value, obs.samples) != NO_DATA:
+        return None
+    why = ("no data this cycle" if obs.value is None
+           else f"too few samples ({obs.samples or 0} of {rule.min_samples})")
+    return f"{why}; no data since {iso(new.no_data_since)} ({rule.no_data})"
+
+
+def firing_rules(evaluations: list[Evaluation]) -> set[str]:
+    """The rules firing this cycle, in any subject: the sources of inhibition."""
+    return {ev.rule.id for ev in evaluations if ev.new.state == FIRING}
+
+
+def inhibitor(rule: Rule, firing: set[str]) -> str | None:
+    """The first rule this one depends on that fires now (``Rule.inhibitors``), or ``None``."""
+    return next((r for r in rule.inhibitors if r in firing), None)
 
 
 def _configured(ctx: EvalContext, needs: str) -> bool:
@@ -139,6 +168,7 @@ def _meta(ev: Evaluation) -> dict:
         "metric": rule.metric, "threshold": rule.threshold, "comparison": rule.comparison,
         "threshold_text": rule.threshold_text(),
         "value_text": "unknown" if ev.unknown else format_value(rule.unit, ev.new.value),
+        "inhibited_by": ev.inhibited_by,  # the page says what holds a firing alert's message
     }
 
 
@@ -165,10 +195,13 @@ def apply(db: Database, outbox: Outbox, ctx: EvalContext, evaluations: list[Eval
     store.add_history(db, history)
 
     silences = store.active_silences(db, now)
+    firing = firing_rules(evaluations)
     queued, notified, history = [], [], []
     for ev in evaluations:
         ev.silence = store.silenced_by(silences, ev.rule.id, ev.subject)
-        ev.decision = notify_reason(ev.new, now, ev.rule.repeat_every(config), ev.silence is not None)
+        ev.inhibited_by = inhibitor(ev.rule, firing)
+        ev.decision = notify_reason(ev.new, now, ev.rule.repeat_every(config), ev.silence is not None,
+                                    ev.inhibited_by)
         if not ev.decision.send:
             if ev.new.state == FIRING or ev.new.state != ev.prev.state:
                 log.debug("%s: no message: %s", scope(ev.rule.id, ev.subject), ev.decision.why)

@@ -28,6 +28,7 @@ both send a report or sync the mirror.  Every job runs with ``coalesce``,
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -35,6 +36,7 @@ from typing import Any, Callable, Union
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from pymongo.database import Database
 
@@ -42,10 +44,12 @@ from alerts.config import AlertsConfig
 from metrics.settings import Settings, SettingsError
 from notify.outbox import Outbox
 
+log = logging.getLogger(__name__)
+
 TriggerFactory = Callable[[Settings, AlertsConfig], BaseTrigger]
 
 ROLLUP_REFRESH_S = 5
-ROLLUP_VERIFY_S = 600  # a year of history is checked in about six days
+ROLLUP_VERIFY_S = 600  # a day of history per run: a year is checked in about two and a half days
 
 
 @dataclass(frozen=True)
@@ -136,12 +140,29 @@ def sync_stripe_mirror(ctx: JobContext) -> str:
     return "skipped" if report.skipped else "done" if report.ok else "stopped"
 
 
-def refresh_rollups(ctx: JobContext) -> str:
-    """Bring the rollups up to date, so that a change shows within seconds, not at the next cycle."""
+def follow_rollups(ctx: JobContext) -> str:
+    """Keep the rollups fresh for the worker's whole life: a change shows within seconds, not at the
+    next cycle.  One long-running job (started once), so a slow refresh never makes the scheduler skip."""
+    from metrics.db import DataSourceUnavailable
     from metrics.rollups import live_source
 
-    live_source(ctx.settings)
-    return "done"
+    failing = False
+    while not ctx.stopping.is_set():
+        try:
+            live_source(ctx.settings)
+            if failing:
+                log.info("rollups: following the platform's changes again")
+            failing = False
+        except DataSourceUnavailable as exc:
+            if not failing:
+                log.warning("rollups: cannot follow the platform's changes (%s); retrying", exc)
+            failing = True
+        ctx.stopping.wait(ROLLUP_REFRESH_S)
+    return "stopped"
+
+
+def once(settings: Settings, config: AlertsConfig) -> BaseTrigger:
+    return DateTrigger(run_date=datetime.now(timezone.utc))
 
 
 def verify_rollups(ctx: JobContext) -> str:
@@ -153,7 +174,7 @@ def verify_rollups(ctx: JobContext) -> str:
 
 JOBS: list[JobSpec] = [
     # Keep the rollups fresh between evaluations, and verify them a day of history at a time.
-    JobSpec("rollups", refresh_rollups, every(lambda s, c: ROLLUP_REFRESH_S), leader_only=False),
+    JobSpec("rollups", follow_rollups, once, leader_only=False),
     JobSpec("rollups-verify", verify_rollups, every(lambda s, c: ROLLUP_VERIFY_S)),
     # Copy Stripe's objects into PAYWATCH_DB.
     JobSpec("stripe-mirror", sync_stripe_mirror, stripe_mirror_trigger),

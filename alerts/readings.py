@@ -80,6 +80,11 @@ class Metric:
     windowed: bool = True
     window_word: str = "over"  # how the window reads in a condition: "over 1h", "older than 30m"
     needs: str | None = None  # a setting without which there is nothing to read
+    # False when "samples" is the usual volume, not what the value was computed from (webhooks
+    # received): a value on the good side is then a real observation whatever the samples.
+    clear_needs_samples: bool = True
+    # The rules whose firing holds back this metric's firing messages: its data is known missing.
+    inhibited_by: tuple[str, ...] = ()
 
 
 def format_value(unit: str, value: float | None) -> str:
@@ -104,6 +109,21 @@ def format_value(unit: str, value: float | None) -> str:
     if unit == "h":
         return f"{value:,.0f} h" if float(value).is_integer() else f"{value:,.1f} h"
     return f"{value:g}"
+
+
+def threshold_words(unit: str, value: float) -> str:
+    """A threshold as a title says it: ``95%``, ``10 s``, ``10``, ``3×`` (no needless decimals)."""
+    if unit == "rate":
+        return f"{value * 100:.4g}%"
+    if unit == "ms":
+        return fmt.duration(value).replace(".0 ", " ")
+    if unit == "pct":
+        return f"{value:g}%"
+    if unit == "ratio":
+        return f"{value:g}×"
+    if unit == "min":
+        return f"{value:g} min"
+    return f"{value:,g}"
 
 
 def _email(settings: Settings, email: Any) -> Any:
@@ -164,6 +184,25 @@ def explain_webhooks_received(ctx: EvalContext, rule: "Rule", reading: Reading) 
 
 
 # -- payments -------------------------------------------------------------------------
+
+def read_payments_created(ctx: EvalContext, rule: "Rule") -> list[Reading]:
+    activity = signals.payment_activity(ctx.source(), ctx.window(rule))
+    usual = activity["usual"]
+    return [Reading("", activity["created"], None if usual is None else int(usual),
+                    {"last_created_at": iso(activity["last_created_at"]), "weekly": activity["weekly"]})]
+
+
+def explain_payments_created(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+    lines = []
+    if reading.samples is not None:
+        lines.append(f"Usually {reading.samples} payments in this window (same time, previous weeks: "
+                     f"{', '.join(str(c) for c in reading.detail.get('weekly', []))}).")
+    last_at = reading.detail.get("last_created_at")
+    if not last_at:
+        return lines + ["No payment was ever created."]
+    ago = (ctx.at - parse_instant(last_at)).total_seconds() * 1000
+    return lines + [f"Last payment created at {last_at} ({fmt.duration(ago)} before this check)."]
+
 
 def _outcomes(ctx: EvalContext, rule: "Rule") -> dict[str, dict]:
     window = ctx.window(rule)
@@ -416,25 +455,33 @@ def explain_reconcile(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[
     return lines
 
 
+# The rules that say a source of data is missing: while one fires, the rules reading that data hold
+# their firing messages (Alertmanager's inhibition); see Metric.inhibited_by and docs/alerts.md.
+SOURCE_DOWN, WEBHOOKS_MISSING, STRIPE_DOWN = "data_source_unavailable", "webhooks_missing", "stripe_api_unreachable"
+
+
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("webhook_failure_rate", "failed / (processed + failed) webhook events received in the window", "rate",
-           read_webhook_failure_rate, explain_webhook_errors),
+           read_webhook_failure_rate, explain_webhook_errors, inhibited_by=(SOURCE_DOWN, WEBHOOKS_MISSING)),
     Metric("webhook_processing_p95_ms", "p95 of processedAt - receivedAt, events received in the window", "ms",
-           read_webhook_p95, explain_webhook_errors),
+           read_webhook_p95, explain_webhook_errors, inhibited_by=(SOURCE_DOWN, WEBHOOKS_MISSING)),
     Metric("webhooks_received", "webhook events received in the window", "count",
-           read_webhooks_received, explain_webhooks_received),
+           read_webhooks_received, explain_webhooks_received, clear_needs_samples=False, inhibited_by=(SOURCE_DOWN,)),
+    Metric("payments_created", "payments created in the window", "count",
+           read_payments_created, explain_payments_created, clear_needs_samples=False, inhibited_by=(SOURCE_DOWN,)),
     Metric("payment_success_rate", "succeeded / (succeeded + failed), payments created in the window", "rate",
-           read_success_rate, explain_declines, splits=signals.SPLITS),
+           read_success_rate, explain_declines, splits=signals.SPLITS, inhibited_by=(SOURCE_DOWN,)),
     Metric("failed_payments", "failed payments created in the window", "count",
-           read_failed_payments, explain_declines, splits=signals.SPLITS),
+           read_failed_payments, explain_declines, splits=signals.SPLITS, inhibited_by=(SOURCE_DOWN,)),
     Metric("refund_rate", "refunds in the window / payments succeeded in the window", "rate",
-           read_refund_rate, explain_refunds, splits=signals.SPLITS),
+           read_refund_rate, explain_refunds, splits=signals.SPLITS, inhibited_by=(SOURCE_DOWN,)),
     Metric("payment_amount_spike", "robust score of the average succeeded amount in the window against the "
-           "same window in the previous four weeks", "score", read_amount_spike, explain_amount_spike, splits=signals.SPLITS),
+           "same window in the previous four weeks", "score", read_amount_spike, explain_amount_spike, splits=signals.SPLITS,
+           inhibited_by=(SOURCE_DOWN,)),
     Metric("stuck_payments", "payments pending or processing created more than a window ago", "count",
-           read_stuck, explain_stuck, window_word="older than"),
+           read_stuck, explain_stuck, window_word="older than", inhibited_by=(SOURCE_DOWN, WEBHOOKS_MISSING)),
     Metric("duplicate_enrollments", "customer/service pairs with several active or pending enrollments, "
-           "one created in the window", "count", read_duplicates, explain_duplicates),
+           "one created in the window", "count", read_duplicates, explain_duplicates, inhibited_by=(SOURCE_DOWN,)),
     Metric("api_latency_p95_ms", "p95 latency of the health probe in the window", "ms",
            _probe_reading(lambda s: s["latency_ms"]["p95"]), explain_probe, reads="state", needs="PAYWATCH_HEALTH_URL"),
     Metric("api_error_rate", "failed health probes / all probes in the window", "rate",
@@ -446,18 +493,20 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("data_source_unavailable", "1 when the platform's database did not answer this cycle", "flag",
            read_data_source, explain_data_source, reads="worker", windowed=False),
     Metric("stripe_disputes_created", "disputes created in the window (Stripe mirror)", "count",
-           _mirror_reading(_disputes_created), explain_disputes, reads="state", needs="STRIPE_API_KEY"),
+           _mirror_reading(_disputes_created), explain_disputes, reads="state", needs="STRIPE_API_KEY",
+           inhibited_by=(STRIPE_DOWN,)),
     Metric("stripe_webhook_backlog", "events older than 5 minutes with pending_webhooks > 0 (Stripe mirror)",
            "count", _mirror_reading(_webhook_backlog), explain_backlog, reads="state", windowed=False,
-           needs="STRIPE_API_KEY"),
+           needs="STRIPE_API_KEY", inhibited_by=(STRIPE_DOWN,)),
     Metric("stripe_endpoint_problems", "webhook endpoints disabled, none configured, or a guide event no "
            "enabled endpoint receives (Stripe mirror)", "count", _mirror_reading(_endpoint_problems),
-           explain_endpoints, reads="state", windowed=False, needs="STRIPE_API_KEY"),
+           explain_endpoints, reads="state", windowed=False, needs="STRIPE_API_KEY", inhibited_by=(STRIPE_DOWN,)),
     Metric("stripe_api_unreachable_minutes", "minutes from the last Stripe call answered to the last one not "
            "answered (network error, 429, 5xx), over the mirror's calls of the last hour", "min",
            _mirror_reading(_unreachable), explain_unreachable, reads="state", windowed=False, needs="STRIPE_API_KEY"),
     Metric("stripe_reconcile_mismatches", "reconciliation mismatches older than the grace period, payments "
-           "created in the window", "count", read_reconcile, explain_reconcile, needs="STRIPE_API_KEY"),
+           "created in the window", "count", read_reconcile, explain_reconcile, needs="STRIPE_API_KEY",
+           inhibited_by=(SOURCE_DOWN, STRIPE_DOWN, WEBHOOKS_MISSING)),
 )}
 
 
@@ -520,8 +569,9 @@ def explain_events_expiring(ctx: EvalContext, rule: "Rule", reading: Reading) ->
 METRICS["stripe_endpoint_failing_hours"] = Metric(
     "stripe_endpoint_failing_hours", "per enabled webhook endpoint, hours since the oldest event Stripe has not "
     "delivered to it was created (events listed with delivery_success=false, Stripe mirror)", "h",
-    read_endpoint_failing, explain_endpoint_failing, reads="state", windowed=False, needs="STRIPE_API_KEY")
+    read_endpoint_failing, explain_endpoint_failing, reads="state", windowed=False, needs="STRIPE_API_KEY",
+    inhibited_by=(STRIPE_DOWN,))
 METRICS["stripe_events_expiring"] = Metric(
     "stripe_events_expiring", "unreconciled mismatches and undelivered events older than 25 days, about to leave "
     "the Events API's 30 days", "count", read_events_expiring, explain_events_expiring, windowed=False,
-    needs="STRIPE_API_KEY")
+    needs="STRIPE_API_KEY", inhibited_by=(SOURCE_DOWN, STRIPE_DOWN))

@@ -5,23 +5,32 @@ A rule names a metric of :mod:`alerts.readings`, a comparison and a
 threshold, the window the metric is computed over, how long the condition
 must hold before it fires (``for``), how long it keeps firing after the
 condition clears (``keep_firing_for``, which absorbs flapping), the fewest
-samples worth judging, a severity, an optional split (one alert per currency
-or per specialist) and a repeat interval.  ``paywatch.toml`` changes any
-field of a default rule or adds rules (``[alerts.rules.<id>]``).
+samples worth judging and what an evaluation without them means
+(``no_data``), how many changes an hour make it flapping, the rules whose
+firing holds back its messages (``inhibited_by``), a severity, an optional
+split (one alert per currency or per specialist) and a repeat interval.
+``paywatch.toml`` changes any field of a default rule or adds rules
+(``[alerts.rules.<id>]``).
+
+A title may name the rule's own figures: ``{threshold}``, ``{window}`` and
+``{for}`` are filled in from the rule, so a changed threshold shows in every
+title (Slack, the dashboard, the report) and never the default's.
 """
 
 from __future__ import annotations
 
 import math
 import operator
+import string
 from datetime import timedelta
 from statistics import NormalDist
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from alerts.config import AlertsConfig, Duration, human_duration, one_line
-from alerts.readings import METRICS, format_value
+from alerts.readings import METRICS, format_value, threshold_words
+from alerts.state import BREACH, CLEAR, NO_DATA
 from metrics.settings import Settings, SettingsError
 
 Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
@@ -63,13 +72,49 @@ class Rule(BaseModel):
     split: Literal["currency", "specialist"] | None = None
     repeat_interval: Duration | None = None
     confidence: float | None = Field(default=None, gt=0.5, lt=1)
+    no_data: Literal["keep", "alert", "resolve"] = "keep"
+    flap_threshold: int = Field(default=4, ge=1)
+    inhibited_by: tuple[str, ...] | None = None  # default: the metric's (see readings.Metric.inhibited_by)
     enabled: bool = True
+
+    _title_template: str = PrivateAttr(default="")
+
+    def model_post_init(self, context: Any) -> None:
+        # The title as written (with its {threshold}) is kept for load_rules; the field reads filled in.
+        self._title_template = self.title
+        object.__setattr__(self, "title", self._fill(self.title))
+
+    def _fill(self, template: str) -> str:
+        if "{" not in template:
+            return template
+        figures = {"threshold": threshold_words(self.unit, self.threshold), "window": window_words(self.window),
+                   "for": window_words(self.for_)}
+        try:
+            return template.format(**figures)
+        except (KeyError, IndexError, ValueError):
+            return template  # a brace the author meant literally
+
+    @property
+    def title_template(self) -> str:
+        return self._title_template
 
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
         if value not in METRICS:
             raise ValueError(f"unknown metric {value!r}; known: {', '.join(sorted(METRICS))}")
+        return value
+
+    @field_validator("title")
+    @classmethod
+    def _known_figures(cls, value: str) -> str:
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError:
+            names = set()
+        unknown = names - {"threshold", "window", "for"}
+        if unknown:
+            raise ValueError(f"a title may name {{threshold}}, {{window}} and {{for}}, not {{{sorted(unknown)[0]}}}")
         return value
 
     @model_validator(mode="after")
@@ -99,17 +144,33 @@ class Rule(BaseModel):
         low, high = wilson_interval(value, samples, self.confidence)
         return high if self.comparison in ("<", "<=") else low if self.comparison in (">", ">=") else value
 
-    def breached(self, value: float | None, samples: int | None) -> bool:
-        """True when the value crosses the threshold on enough samples.
+    def judge(self, value: float | None, samples: int | None) -> str:
+        """``breach``, ``clear`` or ``no_data`` (no value, or fewer samples than ``min_samples``).
 
         ``samples`` is ``None`` for a metric without a sample count (a count
-        of failed payments): then there is no minimum to meet.
+        of failed payments): then there is no minimum to meet.  One declined
+        payment is not evidence of recovery any more than of an outage, so
+        too few samples is no data on either side of the threshold; a metric
+        whose samples are only the *usual* volume (webhooks received) is
+        judged clear on its value alone.
         """
-        if value is None:
-            return False
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return NO_DATA
+        crossed = COMPARE[self.comparison](self.judged_value(value, samples), self.threshold)
         if self.min_samples and samples is not None and samples < self.min_samples:
-            return False
-        return COMPARE[self.comparison](self.judged_value(value, samples), self.threshold)
+            if crossed or METRICS[self.metric].clear_needs_samples:
+                return NO_DATA
+        return BREACH if crossed else CLEAR
+
+    def breached(self, value: float | None, samples: int | None) -> bool:
+        """True when the value crosses the threshold on enough samples."""
+        return self.judge(value, samples) == BREACH
+
+    @property
+    def inhibitors(self) -> tuple[str, ...]:
+        """The rules whose firing holds back this rule's firing messages (inhibition)."""
+        chosen = self.inhibited_by if self.inhibited_by is not None else METRICS[self.metric].inhibited_by
+        return tuple(r for r in chosen if r != self.id)
 
     def threshold_text(self) -> str:
         if self.unit == "flag":
@@ -129,12 +190,26 @@ class Rule(BaseModel):
             text += f", at least {self.min_samples} sample{'' if self.min_samples == 1 else 's'}"
         if self.confidence:
             text += f", {self.confidence:.0%} sure"
+        if self.no_data != "keep":
+            text += f", no data: {self.no_data}"
         if self.split:
             text += f", per {self.split}"
         return text
 
     def repeat_every(self, config: AlertsConfig) -> timedelta:
         return self.repeat_interval if self.repeat_interval is not None else config.repeat_interval
+
+
+def window_words(td: timedelta) -> str:
+    """A window as a title says it: ``1 hour``, ``15 minutes``, ``2 days``; else ``1h 30m``."""
+    seconds = int(td.total_seconds())
+    for size, noun in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
+        if seconds and seconds % size == 0 and td.total_seconds() == seconds:
+            n = seconds // size
+            if noun == "day" and n == 1:
+                return "24 hours"
+            return f"{n} {noun}{'' if n == 1 else 's'}"
+    return human_duration(td)
 
 
 def wilson_interval(rate: float, n: int, confidence: float) -> tuple[float, float]:
@@ -151,7 +226,7 @@ def default_rules(settings: Settings) -> list[Rule]:
     stuck_window = timedelta(minutes=settings.stuck_minutes)
     rules: list[dict[str, Any]] = [
         dict(
-            id="webhook_failure_rate", title="Webhook failure rate above 1%", severity="critical",
+            id="webhook_failure_rate", title="Webhook failure rate above {threshold}", severity="critical",
             description="Share of webhook events that failed processing (failed / (processed + failed)), by receivedAt.",
             metric="webhook_failure_rate", comparison=">", threshold=0.01, window="1h", **{"for": "5m"},
             keep_firing_for="10m", min_samples=10, confidence=0.99,
@@ -162,7 +237,7 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Afterwards run the reconciliation after outage, so payments whose events failed are completed.",
             ])),
         dict(
-            id="webhook_processing_slow", title="Webhook processing slower than 10 s (p95)", severity="warning",
+            id="webhook_processing_slow", title="Webhook processing slower than {threshold} (p95)", severity="warning",
             description="95th percentile of processedAt - receivedAt over events received in the window.",
             metric="webhook_processing_p95_ms", comparison=">", threshold=10_000, window="15m", **{"for": "5m"},
             keep_firing_for="10m", min_samples=10,
@@ -172,11 +247,11 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Stripe times out slow endpoints and retries: move slow work (emails) off the request, as the guide's 'Optimize Webhook Processing' says (message queue, batched emails).",
             ])),
         dict(
-            id="webhooks_missing", title="No webhook received in 1 hour", severity="critical",
+            id="webhooks_missing", title="No webhook received in {window}", severity="critical",
             description="Webhook events received in the window; 0 means Stripe is not reaching the endpoint. "
                         "Judged only when the same hour of the previous weeks usually receives at least "
                         "min_samples events (a quiet night is not an outage); without that history, always.",
-            metric="webhooks_received", comparison="<", threshold=1, window="1h", min_samples=5,
+            metric="webhooks_received", comparison="<", threshold=1, window="1h", keep_firing_for="10m", min_samples=5,
             runbook=dict(section=EMERGENCY, url=STRIPE_STATUS, steps=[
                 "Check Stripe status: https://status.stripe.com/.",
                 "Check the endpoint in the Stripe Dashboard (Developers → Webhooks): failing deliveries, disabled endpoint, wrong URL.",
@@ -184,7 +259,7 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Recovery: reconfigure the endpoint if needed; then run the reconciliation after outage for the gap.",
             ])),
         dict(
-            id="payment_success_rate", title="Payment success rate below 95%", severity="critical",
+            id="payment_success_rate", title="Payment success rate below {threshold}", severity="critical",
             description="Succeeded / (succeeded + failed) over payments created in the window.",
             metric="payment_success_rate", comparison="<", threshold=0.95, window="1h", **{"for": "5m"},
             keep_firing_for="10m", min_samples=20, confidence=0.99,
@@ -196,7 +271,21 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Recovery: deploy a fix for a code issue; retry failed payments manually if needed.",
             ])),
         dict(
-            id="failed_payments", title="More than 10 failed payments in 1 hour", severity="warning",
+            id="payments_missing", title="No payment created in {window}", severity="critical",
+            description="Payments created in the window; 0 means checkout has stopped, which the rates "
+                        "cannot say (no payment is no data for them, not an all clear). Judged like "
+                        "webhooks_missing: only when the same hour of the previous weeks usually has at least "
+                        "min_samples payments; without that history, always.",
+            metric="payments_created", comparison="<", threshold=1, window="1h", keep_firing_for="10m",
+            min_samples=5,
+            runbook=dict(section=EMERGENCY, url=STRIPE_STATUS, steps=[
+                "Assess: try a checkout yourself; check the API logs for errors and Stripe status (https://status.stripe.com/).",
+                "Check that the platform still writes payments: db.payments.find().sort({ createdAt: -1 }).limit(1).",
+                "If customers are affected: post on the status page and notify them.",
+                "Recovery: deploy a fix or roll back the last deploy (guide section 8); then run the reconciliation after outage.",
+            ])),
+        dict(
+            id="failed_payments", title="More than {threshold} failed payments in {window}", severity="warning",
             description="Payments with status failed created in the window.",
             metric="failed_payments", comparison=">", threshold=10, window="1h", keep_firing_for="10m",
             runbook=dict(section=EMERGENCY, steps=[
@@ -206,7 +295,7 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Retry failed payments manually if needed, once the cause is fixed.",
             ])),
         dict(
-            id="refund_rate", title="Refund rate above 5%", severity="warning",
+            id="refund_rate", title="Refund rate above {threshold}", severity="warning",
             description="Refunds in the window (by refundedAt) / payments succeeded in the window.",
             metric="refund_rate", comparison=">", threshold=0.05, window="24h", **{"for": "15m"},
             keep_firing_for="1h", min_samples=20, confidence=0.99,
@@ -228,7 +317,7 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Monthly review habit: review fraud patterns and suspicious transactions; refund with the manual refund runbook if needed.",
             ])),
         dict(
-            id="api_latency", title="API latency above 1 s (p95)", severity="warning",
+            id="api_latency", title="API latency above {threshold} (p95)", severity="warning",
             description="95th percentile latency of the health probe (PAYWATCH_HEALTH_URL) in the window.",
             metric="api_latency_p95_ms", comparison=">", threshold=1000, window="5m", **{"for": "2m"},
             keep_firing_for="5m", min_samples=3,
@@ -238,7 +327,7 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Recovery: deploy a fix or roll back (guide section 8) if a deploy caused it.",
             ])),
         dict(
-            id="api_error_rate", title="API error rate above 1%", severity="critical",
+            id="api_error_rate", title="API error rate above {threshold}", severity="critical",
             description="Share of health probes that failed (no answer, timeout, or HTTP >= 400) in the window.",
             metric="api_error_rate", comparison=">", threshold=0.01, window="15m", keep_firing_for="5m", min_samples=5,
             confidence=0.99,
@@ -257,7 +346,7 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "A leak usually follows a deploy: use connection pooling (guide section 6), one client per process.",
             ])),
         dict(
-            id="memory_high", title="Memory usage above 80%", severity="warning",
+            id="memory_high", title="Memory usage above {threshold}", severity="warning",
             description="Average memory_pct reported by the health endpoint in the window (only when it reports it).",
             metric="memory_pct", comparison=">", threshold=80, window="5m", **{"for": "5m"}, keep_firing_for="5m",
             min_samples=1,
@@ -269,7 +358,7 @@ def default_rules(settings: Settings) -> list[Rule]:
             id="stuck_payments", title="Payments stuck in processing", severity="warning",
             description="Payments pending or processing created before now - window (PAYWATCH_STUCK_MINUTES, "
                         "default 30 min).",
-            metric="stuck_payments", comparison=">", threshold=0, window=stuck_window,
+            metric="stuck_payments", comparison=">", threshold=0, window=stuck_window, keep_firing_for="15m",
             runbook=dict(section=EMERGENCY, steps=[
                 "Investigate: db.payments.find({ status: \"processing\" }).count() — the oldest are listed below.",
                 "Check each PaymentIntent in the Stripe API (curl .../v1/payment_intents/pi_...): succeeded, failed or still requires_action.",
@@ -280,7 +369,7 @@ def default_rules(settings: Settings) -> list[Rule]:
             id="duplicate_enrollments", title="Duplicate enrollments", severity="warning",
             description="(customerId, serviceId) pairs with more than one active or pending enrollment, "
                         "one of them created in the window.",
-            metric="duplicate_enrollments", comparison=">", threshold=0, window="24h",
+            metric="duplicate_enrollments", comparison=">", threshold=0, window="24h", keep_firing_for="30m",
             runbook=dict(section=REFUND, steps=[
                 "Find the pairs below; check whether the customer was also charged twice (db.payments.find for the customer).",
                 "Cancel the extra enrollment; if charged twice, refund with the manual refund runbook (Stripe refund, payment and enrollment set to refunded).",
@@ -289,7 +378,8 @@ def default_rules(settings: Settings) -> list[Rule]:
         dict(
             id="data_source_unavailable", title="Data source unavailable", severity="critical",
             description="The platform's MongoDB did not answer; every other rule is unknown until it does.",
-            metric="data_source_unavailable", comparison=">", threshold=0, window=0,
+            metric="data_source_unavailable", comparison=">", threshold=0, window=0, **{"for": "1m"},
+            keep_firing_for="10m",
             runbook=dict(section=EMERGENCY, steps=[
                 "Database issue: check the cluster is up and reachable from this host (network, credentials, IP allow list).",
                 "Check its connections and restart if needed.",
@@ -300,7 +390,7 @@ def default_rules(settings: Settings) -> list[Rule]:
             id="stripe_disputes_created", title="Dispute opened in Stripe", severity="warning",
             description="Disputes created in the window, from the Stripe mirror (the guide's endpoint subscribes "
                         "to charge.dispute.created). Unknown when the key may not read disputes.",
-            metric="stripe_disputes_created", comparison=">", threshold=0, window="1h",
+            metric="stripe_disputes_created", comparison=">", threshold=0, window="1h", keep_firing_for="10m",
             runbook=dict(section=REFUND, steps=[
                 "Find the payment (runbook step 1: db.payments.findOne({ paymentId: \"pi_...\" })) and the dispute "
                 "below in the Stripe Dashboard (Payments → Disputes).",
@@ -327,7 +417,7 @@ def default_rules(settings: Settings) -> list[Rule]:
             description="Webhook endpoints that are disabled, no endpoint at all, or one of the guide's events "
                         "(payment_intent.succeeded, payment_intent.payment_failed, charge.refunded, "
                         "charge.dispute.created) that no enabled endpoint receives.",
-            metric="stripe_endpoint_problems", comparison=">", threshold=0,
+            metric="stripe_endpoint_problems", comparison=">", threshold=0, keep_firing_for="10m",
             runbook=dict(section=EMERGENCY, steps=[
                 "In the Stripe Dashboard → Developers → Webhooks, check the endpoint named below: enabled, the "
                 "production URL (…/api/webhooks/stripe), and the guide's four events selected.",
@@ -355,7 +445,7 @@ def default_rules(settings: Settings) -> list[Rule]:
             description="Reconciliation mismatches between the Stripe mirror and the platform's payments and "
                         "enrollments, for payments created in the window, older than the grace period "
                         "(reconcile_grace_minutes, default 30).",
-            metric="stripe_reconcile_mismatches", comparison=">", threshold=0, window="24h",
+            metric="stripe_reconcile_mismatches", comparison=">", threshold=0, window="24h", keep_firing_for="30m",
             runbook=dict(section=RECONCILE, steps=[
                 "List them with their fixes: python -m metrics reconcile (or the dashboard's Reconciliation page).",
                 "Succeeded in Stripe but missing or not completed in the database: apply the runbook's "
@@ -413,9 +503,16 @@ def load_rules(settings: Settings, config: AlertsConfig) -> list[Rule]:
         if "id" in table and table["id"] != rule_id:
             raise SettingsError(f"configuration error: {where}: id must be {rule_id!r} or left out")
         base = rules[rule_id].model_dump(by_alias=True) if rule_id in rules else {}
+        if base:
+            base["title"] = rules[rule_id].title_template  # so the override's threshold fills it
         if "runbook" in table and isinstance(table["runbook"], dict) and "runbook" in base:
             table = {**table, "runbook": {**base["runbook"], **table["runbook"]}}
         rules[rule_id] = _build({**base, **table, "id": rule_id}, where)
+    for rule in rules.values():
+        unknown = [r for r in rule.inhibited_by or () if r not in rules]
+        if unknown:
+            raise SettingsError(f"configuration error: [alerts.rules.{rule.id}].inhibited_by: unknown rule "
+                                f"{unknown[0]!r}; known: {', '.join(sorted(rules))}")
     return sorted(rules.values(), key=lambda r: (r.metric == "data_source_unavailable", SEVERITY_ORDER[r.severity], r.id))
 
 

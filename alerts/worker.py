@@ -40,7 +40,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.blocking import BlockingScheduler
 from pymongo.errors import PyMongoError
 
-from alerts import engine, store
+from alerts import engine, health, store
 from alerts.config import AlertsConfig, load_config
 from alerts.jobs import JOBS, JobContext, JobSpec, every
 from alerts.lease import Lease
@@ -276,9 +276,11 @@ class Worker:
         log.info("alert worker %s: %d rules, every %g s, channels: %s", self.lease.holder,
                  sum(r.enabled for r in self.rules), self.settings.eval_interval,
                  ", ".join(c.describe() for c in self.channels.values()))
+        health_server = health.serve(self, scheduler)  # /healthz, /readyz, /metrics on PAYWATCH_WORKER_PORT
         try:
             scheduler.start()
         finally:
+            health_server.close()
             executor.shutdown(wait=True)
             if self.use_lease:
                 self.lease.release()

@@ -1,4 +1,4 @@
-"""Paywatch's dashboard: ``streamlit run dashboard/app.py``.
+"""Paywatch's dashboard: ``paywatch dashboard`` (in a clone: ``python -m streamlit run dashboard/app.py``).
 
 This file only decides who may see what and which pages exist; each page is
 a module in ``dashboard/views/`` with a ``main()``.  The access check runs on
@@ -6,16 +6,9 @@ every run, before any page is registered, so a page a visitor may not see
 does not exist for them (not even at its URL).
 """
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-HERE = Path(__file__).resolve().parent
-if str(HERE.parent) not in sys.path:  # `streamlit run` puts only this folder on the path
-    sys.path.insert(0, str(HERE.parent))
-
-import streamlit as st  # noqa: E402
-
-from dashboard import common  # noqa: E402
+from dashboard import common
 
 # One line per page: (module in dashboard/views/, title, icon).  The first is the default.
 PAGES = [

@@ -9,14 +9,13 @@ major units with the currency's symbol.
 from __future__ import annotations
 
 import html
-
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import plotly.graph_objects as go
 import streamlit as st
 
-from metrics.format import SYMBOLS, ZERO_DECIMAL
+from metrics.format import SYMBOLS, ZERO_DECIMAL, currency_code
 
 HEIGHT = 320
 CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"]}
@@ -28,19 +27,25 @@ COUNT = {"tickformat": ",d", "hover": ",d"}
 SECONDS = {"tickformat": ",.1f", "ticksuffix": " s", "hover": ",.2f"}
 
 
-def money_axis(currency: str) -> dict:
-    cur = currency.lower()
+def label(text: object) -> str:
+    """Platform data as a Plotly label: Plotly draws a subset of HTML in every label, title, trace
+    name and hover text (links, bold), so ``<a href=...>`` is escaped and shown as text."""
+    return html.escape(str(text), quote=False)
+
+
+def money_axis(currency: object) -> dict:
+    cur = currency_code(currency)
     symbol = SYMBOLS.get(cur, "")
     digits = 0 if cur in ZERO_DECIMAL else 2
     return {"tickformat": ",.0f", "tickprefix": symbol, "hover": f",.{digits}f", "hoverprefix": symbol,
-            "ticksuffix": "" if symbol else f" {cur.upper()}"}
+            "ticksuffix": "" if symbol else f" {label(cur.upper())}"}
 
 
-def major(minor: float | None, currency: str) -> float | None:
+def major(minor: float | None, currency: object) -> float | None:
     """Minor units (cents) to the amount people read ($12.34)."""
     if minor is None:
         return None
-    return minor if currency.lower() in ZERO_DECIMAL else minor / 100
+    return minor if currency_code(currency) in ZERO_DECIMAL else minor / 100
 
 
 def local_times(rows: list[dict], tz: ZoneInfo, key: str = "bucket") -> list[datetime]:
@@ -49,7 +54,7 @@ def local_times(rows: list[dict], tz: ZoneInfo, key: str = "bucket") -> list[dat
 
 def _layout(fig: go.Figure, title: str, y_title: str, axis: dict, x_title: str | None,
             values: list[float | None], line: float | None = None) -> go.Figure:
-    yaxis = {"title": {"text": y_title}, "tickformat": axis.get("tickformat"),
+    yaxis = {"title": {"text": label(y_title)}, "tickformat": axis.get("tickformat"),
              "ticksuffix": axis.get("ticksuffix"), "tickprefix": axis.get("tickprefix"),
              "rangemode": "tozero", "gridcolor": "rgba(128,128,128,0.15)"}
     known = [v for v in values if v is not None]
@@ -64,13 +69,13 @@ def _layout(fig: go.Figure, title: str, y_title: str, axis: dict, x_title: str |
         if axis is COUNT:
             yaxis.update(_count_ticks(max(known)))
     fig.update_layout(
-        title={"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}},
+        title={"text": label(title), "x": 0, "xanchor": "left", "font": {"size": 15}},
         height=HEIGHT,
         margin={"l": 10, "r": 10, "t": 48, "b": 10},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
         hovermode="x unified",
         yaxis=yaxis,
-        xaxis={"title": {"text": x_title} if x_title else None},
+        xaxis={"title": {"text": label(x_title)} if x_title else None},
         bargap=0.15,
     )
     return fig
@@ -93,6 +98,7 @@ def time_chart(rows: list[dict], tz: ZoneInfo, traces: list[tuple[str, list[floa
     if axis.get("ticksuffix"):
         hover += axis["ticksuffix"]
     for name, values, colour in traces:
+        name = label(name)  # a currency, a status: platform data
         if kind == "bar":
             fig.add_bar(x=x, y=values, name=name, marker_color=colour, hovertemplate=hover)
         else:
@@ -105,9 +111,9 @@ def time_chart(rows: list[dict], tz: ZoneInfo, traces: list[tuple[str, list[floa
     if stacked and traces:
         everything = [sum(v or 0 for v in col) for col in zip(*(values for _, values, _ in traces))]
     if line is not None:
-        value, label = line
+        value, text = line
         fig.add_hline(y=value, line_dash="dash", line_color=BAD, line_width=1.5,
-                      annotation_text=label, annotation_position="bottom right",
+                      annotation_text=label(text), annotation_position="bottom right",
                       annotation_font_color=BAD)
     _layout(fig, title, y_title, axis, f"Time ({tz.key})", everything, line[0] if line else None)
     return fig
@@ -120,17 +126,17 @@ def bar_chart(labels: list[str], values: list[float], *, title: str, value_title
     Labels are platform data and Plotly draws a subset of HTML in them (links,
     bold): they are escaped, so ``<a href=...>`` in a decline code is shown as text.
     """
-    labels = [html.escape(str(label), quote=False) for label in labels]
+    labels = [label(text) for text in labels]
     fig = go.Figure()
     hover = f"%{{{'x' if horizontal else 'y'}:{axis['hover']}}}<extra></extra>"
     if horizontal:
         fig.add_bar(y=labels, x=values, orientation="h", marker_color=colour, hovertemplate="%{y}: " + hover,
                     text=[f"{v:,}" for v in values], textposition="auto")
-        fig.update_yaxes(autorange="reversed", title={"text": category_title} if category_title else None)
-        fig.update_layout(title={"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}},
+        fig.update_yaxes(autorange="reversed", title={"text": label(category_title)} if category_title else None)
+        fig.update_layout(title={"text": label(title), "x": 0, "xanchor": "left", "font": {"size": 15}},
                           height=max(HEIGHT, 28 * len(labels) + 90),
                           margin={"l": 10, "r": 10, "t": 48, "b": 10},
-                          xaxis={"title": {"text": value_title}, "tickformat": axis.get("tickformat"),
+                          xaxis={"title": {"text": label(value_title)}, "tickformat": axis.get("tickformat"),
                                  "rangemode": "tozero", **(_count_ticks(max(values, default=0))
                                                            if axis is COUNT else {})})
         return fig
@@ -141,10 +147,10 @@ def bar_chart(labels: list[str], values: list[float], *, title: str, value_title
 
 
 def funnel_chart(stages: list[tuple[str, int]], *, title: str) -> go.Figure:
-    fig = go.Figure(go.Funnel(y=[s for s, _ in stages], x=[v for _, v in stages],
+    fig = go.Figure(go.Funnel(y=[label(s) for s, _ in stages], x=[v for _, v in stages],
                               textinfo="value+percent initial", marker={"color": NEUTRAL},
                               hovertemplate="%{y}: %{x:,d}<extra></extra>"))
-    fig.update_layout(title={"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}},
+    fig.update_layout(title={"text": label(title), "x": 0, "xanchor": "left", "font": {"size": 15}},
                       height=HEIGHT, margin={"l": 10, "r": 10, "t": 48, "b": 10})
     return fig
 

@@ -29,11 +29,12 @@ import streamlit as st
 from pymongo.errors import PyMongoError
 
 from metrics import format as fmt
-from metrics.db import DataSourceUnavailable, source, state_db
+from metrics.db import DataSourceSlow, DataSourceUnavailable, source, state_db
+from metrics.redact import describe
 from metrics.rollups import live_source
 from metrics.settings import Settings, SettingsError, get_settings
 from metrics.targets import Target, TargetsError, targets
-from metrics.windows import CALENDAR, PRESETS, Window, parse_instant, utc
+from metrics.windows import CALENDAR, PRESETS, Window, parse_instant, previous_period, utc
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ SLOW_TTL_S = 300  # whole-collection scans (data quality) and server statistics
 # A page's figures come from the rollups; the process brings them up to date at most this often
 # (the worker keeps them fresh within seconds between).
 ROLLUP_MAX_AGE_S = 5
+ROLLUP_TRUST_S = 15  # the worker follows every 5 s: while it does, pages add no work per change
 RETRY_S = 15  # after a failed query, serve last good values this long before asking again
 LAST_GOOD_MAX = 2000  # remembered query results (a few per tile and chart)
 
@@ -106,9 +108,11 @@ def access(cfg: Settings) -> Access:
     user = st.user
     if not user.get("is_logged_in"):
         return Access(False, _login_screen)
-    email = user.get("email")
-    verified = user.get("email_verified")
-    if verified is False or not is_allowed(email, cfg.auth_allowed_emails, cfg.auth_allowed_domains):
+    # Only a provider that vouches for the address may be matched against the allow-list: an
+    # omitted claim is not a yes (OpenID Connect Core 1.0, section 5.1: email_verified is a boolean).
+    if user.get("email_verified") is not True:
+        return Access(False, _unverified_screen)
+    if not is_allowed(user.get("email"), cfg.auth_allowed_emails, cfg.auth_allowed_domains):
         return Access(False, _refused_screen)
     return Access(True)
 
@@ -124,6 +128,14 @@ def _refused_screen() -> None:
     st.error("Your account is not on this dashboard's allow-list. Ask an administrator to add your "
              "email or domain (PAYWATCH_AUTH_ALLOWED_EMAILS / PAYWATCH_AUTH_ALLOWED_DOMAINS).",
              icon=":material/block:")
+    st.button("Log out", on_click=st.logout, icon=":material/logout:")
+
+
+def _unverified_screen() -> None:
+    st.title("Paywatch")
+    st.error("Your identity provider has not verified your email address (email_verified is not true), "
+             "so it cannot be checked against this dashboard's allow-list. Verify it with the provider, "
+             "or ask an administrator.", icon=":material/block:")
     st.button("Log out", on_click=st.logout, icon=":material/logout:")
 
 
@@ -169,7 +181,9 @@ def evaluation_instant() -> tuple[datetime, datetime, bool, str | None]:
         except ValueError as exc:
             problem = str(exc)
     now = time.time()
-    return _floor(now, LIVE_TTL_S), _floor(now, SLOW_TTL_S), False, problem
+    # One page reads one instant: the figures come from the rollups, so none needs an older one.
+    at = _floor(now, LIVE_TTL_S)
+    return at, at, False, problem
 
 
 def range_picker(cfg: Settings) -> None:
@@ -222,12 +236,12 @@ def _name(fn: Callable) -> str:
 
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=2000, show_spinner=False)
 def _platform_live(name: str, db: str, args: tuple) -> Any:
-    return _function(name)(live_source(get_settings(), ROLLUP_MAX_AGE_S), *args)
+    return _function(name)(live_source(get_settings(), ROLLUP_MAX_AGE_S, ROLLUP_TRUST_S), *args)
 
 
 @st.cache_data(ttl=SLOW_TTL_S, max_entries=200, show_spinner=False)
 def _platform_slow(name: str, db: str, args: tuple) -> Any:
-    return _function(name)(live_source(get_settings(), ROLLUP_MAX_AGE_S), *args)
+    return _function(name)(live_source(get_settings(), ROLLUP_MAX_AGE_S, ROLLUP_TRUST_S), *args)
 
 
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=200, show_spinner=False)
@@ -242,12 +256,18 @@ class _Memory:
     lock: threading.Lock = field(default_factory=threading.Lock)
     down_since: datetime | None = None
     error: str | None = None
+    slow_since: datetime | None = None  # the database answers, but a query ran past its time budget
     retry_at: float = 0.0
     last_good: OrderedDict = field(default_factory=OrderedDict)
 
     def skipping(self) -> bool:
         with self.lock:
             return self.down_since is not None and time.monotonic() < self.retry_at
+
+    def slowed(self) -> None:
+        with self.lock:
+            if self.slow_since is None:
+                self.slow_since = datetime.now(timezone.utc)
 
     def failed(self, error: str) -> None:
         with self.lock:
@@ -259,7 +279,7 @@ class _Memory:
     def succeeded(self, key: tuple, value: Any, tells_health: bool = True) -> None:
         with self.lock:
             if tells_health:
-                self.down_since = self.error = None
+                self.down_since = self.error = self.slow_since = None
             self.last_good[key] = (value, datetime.now(timezone.utc))
             self.last_good.move_to_end(key)
             while len(self.last_good) > LAST_GOOD_MAX:
@@ -273,6 +293,13 @@ class _Memory:
 @st.cache_resource(show_spinner=False)
 def _memory() -> _Memory:
     return _Memory()
+
+
+def source_slow_since() -> datetime | None:
+    """Since when a query of this process last ran past its time budget (``None``: none since a success)."""
+    memory = _memory()
+    with memory.lock:
+        return memory.slow_since
 
 
 def source_status() -> tuple[datetime | None, str | None]:
@@ -298,6 +325,53 @@ def firing_alerts(db, limit: int = 20) -> list[dict]:
 def worker_heartbeat(db) -> dict | None:
     """The alert worker's last sign of life (collection ``heartbeats``, ``_id: "worker"``)."""
     return db["heartbeats"].find_one({"_id": "worker"}, max_time_ms=STATE_MAX_TIME_MS)
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    """The one answer to "is the alert worker running?" that every page shows."""
+
+    state: str  # running | late | not seen
+    at: datetime | None  # its last heartbeat
+    age_s: float | None
+    late_after_s: float
+    limit_text: str  # where the limit comes from, for the page
+    beat: dict | None
+
+    @property
+    def late(self) -> bool:
+        return self.state == "late"
+
+    @property
+    def age_text(self) -> str:
+        return fmt.duration((self.age_s or 0) * 1000)
+
+
+def worker_late_after(settings: Settings, beat: dict | None) -> tuple[float, str]:
+    """How old a heartbeat may be, and why: what the worker recorded in it (it knows its own
+    settings), else ``[alerts] heartbeat_late``, else three evaluation intervals."""
+    recorded = fmt.number((beat or {}).get("late_after_s"))
+    if recorded is not None and recorded > 0:
+        return float(recorded), f"{recorded:g} s, the worker's heartbeat_late"
+    from alerts.config import load_config  # the dashboard reads the worker's settings, never the reverse
+    try:
+        config = load_config(settings)
+    except SettingsError:
+        config = None
+    if config is not None and config.heartbeat_late is not None:
+        limit = config.heartbeat_late.total_seconds()
+        return limit, f"{limit:g} s, [alerts] heartbeat_late"
+    limit = 3.0 * settings.eval_interval
+    return limit, f"3 × the evaluation interval ({limit:g} s)"
+
+
+def worker_status(settings: Settings, beat: dict | None, now: datetime) -> WorkerStatus:
+    limit, why = worker_late_after(settings, beat)
+    at = beat.get("at") if beat else None
+    if not isinstance(at, datetime):
+        return WorkerStatus("not seen", None, None, limit, why, beat)
+    age = (now - utc(at)).total_seconds()
+    return WorkerStatus("late" if age > limit else "running", utc(at), age, limit, why, beat)
 
 
 def md(text: object) -> str:
@@ -330,7 +404,8 @@ class View:
         self.range, self._range_problem = current_range(self.settings)
         self.at = self.range.at
         self.window = self.range.window
-        self.previous = self.window.previous()
+        # "Today" compares with yesterday until the same local time; a rolling range with the one before it.
+        self.previous = previous_period(self.range.key, self.window, self.settings.tz)
         self.tz = self.settings.tz
         self.currencies = tuple(self.settings.currencies)
         try:
@@ -371,12 +446,18 @@ class View:
     def _banners(self) -> None:
         with self._slot:
             down_since, error = source_status()
-            if down_since is not None or self.stale_since is not None:
+            slow_since = source_slow_since()
+            if down_since is not None or (self.stale_since is not None and slow_since is None):
                 since = self.when(down_since) if down_since else "the last attempt"
                 shown = (f" Figures marked stale are the last good values, from {self.when(self.stale_since)}."
                          if self.stale_since else " No earlier values are known, so figures show –.")
                 st.error(f"Data source unavailable since {since}: {md(error or 'no answer')}.{shown}",
                          icon=":material/cloud_off:")
+            elif slow_since is not None:
+                shown = f", from {self.when(self.stale_since)}" if self.stale_since else ""
+                st.warning(f"The database is slow: a query ran past its time budget "
+                           f"(PAYWATCH_QUERY_TIMEOUT_MS) at {self.when(slow_since)}. Figures marked stale are "
+                           f"the last good values{shown}.", icon=":material/hourglass_top:")
             if self._range_problem:
                 st.warning(f"Ignored ?at= in the address: {md(self._range_problem)}. Showing live data.",
                            icon=":material/event_busy:")
@@ -411,7 +492,14 @@ class View:
         if not memory.skipping():
             began = time.perf_counter()
             try:
-                value = (_platform_slow if slow else _platform_live)(name, self.settings.source_db_name, args)
+                # Only server statistics stay on the slow cache: every figure is cheap from the rollups, and
+                # figures of one page must come from one instant (month never below today).
+                heavy = slow and getattr(fn, "expensive", False)
+                value = (_platform_slow if heavy else _platform_live)(name, self.settings.source_db_name, args)
+            except DataSourceSlow as exc:
+                # Up but slow: the last good value, marked stale, and a "slow" banner, never "unavailable".
+                log.warning("%s was slow: %s", name, exc)
+                memory.slowed()
             except DataSourceUnavailable as exc:
                 log.warning("%s failed: %s", name, exc)
                 memory.failed(str(exc))
@@ -423,6 +511,11 @@ class View:
         if when is not None:
             self.stale_since = min(self.stale_since or when, when)
         return value
+
+    def worker(self) -> WorkerStatus:
+        """The alert worker's status, as every page shows it: its heartbeat's age from the present,
+        unrounded, even on a page frozen by ``?at=`` (a sign of life is about now)."""
+        return worker_status(self.settings, self.state(worker_heartbeat), datetime.now(timezone.utc))
 
     def state(self, fn: Callable, *args: Any) -> Any:
         """``fn(state_db, *args)`` (Paywatch's own records: probes, alerts).
@@ -436,7 +529,7 @@ class View:
         try:
             value = _state_live(name, self.settings.state_db, args)
         except (PyMongoError, DataSourceUnavailable) as exc:
-            log.warning("%s (Paywatch's database) failed: %s", name, exc)
+            log.warning("%s (Paywatch's database) failed: %s", name, describe(exc) if isinstance(exc, PyMongoError) else exc)
         else:
             memory.succeeded(key, value, tells_health=False)
             return value

@@ -2,7 +2,7 @@
 
 Shared by the history (``demo.seed``) and the live traffic (``demo.traffic``)
 so that both write documents of exactly the same shape.  Every document is
-built with *our* field names (the data contract, ``shared/spec/metrics.md``)
+built with *our* field names (the data contract, ``docs/metrics.md``)
 and renamed through the :class:`~metrics.schema.Schema` on the way out, so
 the demo also works for a platform configured with other names.
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo import MongoClient
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import ExecutionTimeout, PyMongoError
 
 from metrics.embedded import EmbeddedMongo, EmbeddedServerError
 from metrics.redact import redact
@@ -29,6 +29,18 @@ APP_NAME = "paywatch"
 
 class DataSourceUnavailable(RuntimeError):
     """The database could not be reached or did not answer in time."""
+
+
+class DataSourceSlow(DataSourceUnavailable):
+    """The database is up and answered, but a query ran past its time budget (``maxTimeMS``).
+
+    Pages show "slow" with the last good values, never "unavailable".
+    """
+
+
+def unavailable(exc: PyMongoError) -> DataSourceUnavailable:
+    """The error to raise for a driver error: slow when the server said the query took too long."""
+    return (DataSourceSlow if isinstance(exc, ExecutionTimeout) else DataSourceUnavailable)(_describe(exc))
 
 
 def platform_uri(settings: Settings) -> str:
@@ -87,7 +99,7 @@ class Source:
         try:
             return list(self.coll(key).aggregate(pipeline, maxTimeMS=self.max_time_ms, allowDiskUse=True))
         except PyMongoError as exc:
-            raise DataSourceUnavailable(_describe(exc)) from exc
+            raise unavailable(exc) from exc
 
     def count(self, key: str, query: dict) -> int:
         rows = self.aggregate(key, [{"$match": query}, {"$count": "n"}])
@@ -107,7 +119,7 @@ class Source:
         try:
             return self.db.command(*args, maxTimeMS=self.max_time_ms, **kwargs)
         except PyMongoError as exc:
-            raise DataSourceUnavailable(_describe(exc)) from exc
+            raise unavailable(exc) from exc
 
 
 def _condition_kind(cond) -> int:
@@ -167,6 +179,8 @@ def _describe(exc: PyMongoError) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     # pymongo appends its whole topology description; the first part names the host and the cause.
     text = text.split(", Timeout:")[0]
+    # An OperationFailure appends the server's whole reply as a dict, and timeouts their settings.
+    text = text.split(", full error:")[0].split(" (configured timeouts:")[0]
     return f"{type(exc).__name__}: {redact(text)}"
 
 

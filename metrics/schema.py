@@ -1,6 +1,6 @@
 """The platform's collections and field names, and how a user renames them.
 
-The defaults are the data contract in ``shared/spec/metrics.md`` section 1.
+The defaults are the data contract of ``docs/metrics.md`` ("Renamed collections and fields").
 A platform that names things differently maps our name to theirs in
 ``paywatch.toml``::
 

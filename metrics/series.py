@@ -23,7 +23,7 @@ from metrics.payments import _currency, _minor_units, revenue_by_period  # one d
 from metrics.quality import valid_filter, valid_stages
 from metrics.schema import CONVERTED_PAYMENT_STATUSES, SUCCEEDED_STATUSES, Schema
 from metrics.stats import PERCENTILE, duration_ms, ratio
-from metrics.windows import UTC, Window, utc
+from metrics.windows import UTC, Window, previous_period, utc
 from metrics.rollups import rolled_up
 
 UNITS = ("hour", "day", "week", "month")
@@ -182,11 +182,21 @@ def payment_series(src: Source, window: Window, tz: ZoneInfo | str, unit: str | 
     return series
 
 
+def text_key(ref: str) -> dict:
+    """A grouping key that is always text or null: a string as it is, a missing field null, anything
+    else (a number, a dict, a list) named by its type, ``(not text: object)``, so one malformed
+    document is one row, never an unhashable key."""
+    return {"$switch": {"branches": [
+        {"case": {"$eq": [{"$type": ref}, "string"]}, "then": ref},
+        {"case": {"$in": [{"$type": ref}, ["missing", "null"]]}, "then": None},
+    ], "default": {"$concat": ["(not text: ", {"$type": ref}, ")"]}}}
+
+
 def failures_by_pipeline(window: Window, schema: Schema, field: str, limit: int) -> list[dict]:
     p = schema.payments
     return [
         *valid_stages("payments", schema, {p["status"]: "failed", p["createdAt"]: window.range()}),
-        {"$group": {"_id": {"$ifNull": [p.ref(field), None]}, "count": {"$sum": 1}}},
+        {"$group": {"_id": text_key(p.ref(field)), "count": {"$sum": 1}}},
         {"$sort": {"count": -1, "_id": 1}},
         {"$limit": limit},
     ]
@@ -198,7 +208,8 @@ def failures_by(src: Source, window: Window, field: str = "failureCode", limit: 
 
     ``field`` is our field name (``failureCode``, ``specialistId``,
     ``serviceId``, ``currency`` ...); a payment without it counts under
-    ``None``.  ``[{"key": value | None, "count": n}]``, at most ``limit`` rows.
+    ``None``, one whose value is not text under ``(not text: <type>)``.
+    ``[{"key": text | None, "count": n}]``, at most ``limit`` rows.
     """
     src.schema.payments[field]  # noqa: B018 - an unknown field is a KeyError here, not an empty chart
     rows = src.aggregate("payments", failures_by_pipeline(window, src.schema, field, limit))
@@ -242,7 +253,8 @@ def amount_histogram_pipeline(window: Window, schema: Schema, currency: str, edg
     return [
         *valid_stages("payments", schema, {p["createdAt"]: window.range()}),
         {"$match": {p["status"]: {"$in": list(statuses)},
-                    "$expr": {"$eq": [_currency(schema), currency.lower()]}}},
+                    # The currency comes from the data: a literal, never an expression.
+                    "$expr": {"$eq": [_currency(schema), {"$literal": currency.lower()}]}}},
         {"$bucket": {"groupBy": _minor_units(schema), "boundaries": edges, "default": "above",
                      "output": {"count": {"$sum": 1}}}},
     ]
@@ -465,12 +477,17 @@ def pending_by_age(src: Source, at: datetime, edges_min: tuple[int, ...] = PENDI
 
 # -- periods ---------------------------------------------------------------------
 
-def revenue_with_previous(src: Source, periods: dict[str, Window], currencies: tuple[str, ...] = ()) -> dict:
-    """Revenue for each named period and for the period before it (same length), in one scan.
+def revenue_with_previous(src: Source, periods: dict[str, Window], currencies: tuple[str, ...] = (),
+                          tz: ZoneInfo | str | None = None) -> dict:
+    """Revenue for each named period and for the period it compares with.
 
+    With ``tz``, a calendar period (``today``, ``week``, ``month``) compares with
+    the previous one up to the same local time (``metrics.windows.previous_period``);
+    without, and for any other name, with the same length just before.
     ``{"today": {"current": {cur: minor}, "previous": {cur: minor}}, ...}``.
     """
-    both = {**periods, **{f"previous_{name}": w.previous() for name, w in periods.items()}}
+    both = {**periods, **{f"previous_{name}": previous_period(name, w, zone(tz)) if tz else w.previous()
+                          for name, w in periods.items()}}
     revenue = revenue_by_period(src, both, currencies)
     return {name: {"current": revenue[name], "previous": revenue[f"previous_{name}"]} for name in periods}
 

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     health_url: str | None = _env("PAYWATCH_HEALTH_URL", "health_url")
     eval_interval: float = Field(default=60, gt=0, validation_alias=AliasChoices("PAYWATCH_EVAL_INTERVAL", "eval_interval"))
     heartbeat_url: str | None = _env("PAYWATCH_HEARTBEAT_URL", "heartbeat_url")
+    # The worker's /healthz, /readyz and /metrics (alerts/health.py); unset: no server.
+    worker_port: int | None = Field(default=None, ge=1, le=65535, validation_alias=AliasChoices("PAYWATCH_WORKER_PORT", "worker_port"))
+    worker_address: str = Field(default="127.0.0.1", validation_alias=AliasChoices("PAYWATCH_WORKER_ADDRESS", "worker_address"))
 
     # Dashboard access when [auth] is set in .streamlit/secrets.toml (comma-separated in the environment).
     auth_allowed_emails: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias=AliasChoices("PAYWATCH_AUTH_ALLOWED_EMAILS", "auth_allowed_emails"))

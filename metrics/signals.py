@@ -24,6 +24,7 @@ from metrics.db import Source
 from metrics.enrollments import DUPLICATE_STATUSES
 from metrics.payments import _currency, _minor_units  # one definition of each
 from metrics.quality import count_valid, valid_stages
+from metrics.rollups import rolled_up
 from metrics.schema import SUCCEEDED_STATUSES, Schema
 from metrics.stats import ratio
 from metrics.webhooks import last_received_at
@@ -66,7 +67,8 @@ def _amounts(pairs: list[dict]) -> dict[str, int]:
 def _subject_match(split: str | None, subject: str | None, schema: Schema) -> list[dict]:
     if split is None or subject is None:
         return []
-    return [{"$match": {"$expr": {"$eq": [subject_expr(split, schema), subject]}}}]
+    # The subject is platform data ("$specialistId" is a valid id): a literal, never an expression.
+    return [{"$match": {"$expr": {"$eq": [subject_expr(split, schema), {"$literal": subject}]}}}]
 
 
 # -- payment outcomes ------------------------------------------------------------
@@ -87,6 +89,7 @@ def payment_outcomes_pipeline(window: Window, schema: Schema, split: str | None 
     ]
 
 
+@rolled_up
 def payment_outcomes(src: Source, window: Window, split: str | None = None) -> dict[str, dict]:
     """``{subject: {"succeeded", "failed", "success_rate", "failed_amount": {cur: minor}}}``.
 
@@ -125,6 +128,7 @@ def decline_codes_pipeline(window: Window, schema: Schema, limit: int, split: st
     ]
 
 
+@rolled_up
 def decline_codes(src: Source, window: Window, limit: int = 5, split: str | None = None,
                   subject: str | None = None) -> list[dict]:
     """``[{"code", "count", "amount": {cur: minor}}]``: the top decline codes (one subject, or all)."""
@@ -288,6 +292,26 @@ def webhook_activity(src: Source, window: Window, weeks: int = 4) -> dict:
     weekly = [c for c in counts[1:] if c]
     return {"received": counts[0], "usual": statistics.median(weekly) if len(weekly) >= 2 else None,
             "weekly": counts[1:], "last_received_at": last_received_at(src, window.end)}
+
+
+def last_payment_pipeline(at: datetime, schema: Schema) -> list[dict]:
+    created = schema.payments["createdAt"]
+    return [*valid_stages("payments", schema, {created: {"$lt": at}}), {"$sort": {created: -1}}, {"$limit": 1},
+            {"$project": {"_id": 0, "createdAt": f"${created}"}}]
+
+
+def payment_activity(src: Source, window: Window, weeks: int = 4) -> dict:
+    """Payments created in W, what is usual for W, and the last one created (as :func:`webhook_activity`).
+
+    The data-absence rule reads it: a success rate has nothing to say when
+    no payment is made at all, so this one says the payments stopped.
+    """
+    key = src.schema.payments["createdAt"]
+    counts = [count_valid(src, "payments", {key: w.range()}) for w in baseline_windows(window, weeks)]
+    weekly = [c for c in counts[1:] if c]
+    last = src.aggregate("payments", last_payment_pipeline(window.end, src.schema))
+    return {"created": counts[0], "usual": statistics.median(weekly) if len(weekly) >= 2 else None,
+            "weekly": counts[1:], "last_created_at": utc(last[0]["createdAt"]) if last else None}
 
 
 def webhook_errors_pipeline(window: Window, schema: Schema, limit: int) -> list[dict]:

@@ -1,8 +1,12 @@
 """Time windows (spec section 2): half-open ``[start, end)``, UTC inside.
 
 Calendar periods (today, week, month) start at local midnight in the
-configured zone; the previous period has the same length and ends where the
-current one starts.
+configured zone.  A calendar period compares with the previous one up to the
+same elapsed local time (today until 09:30 against yesterday until 09:30;
+month to the 18th 09:30 against the previous month to its 18th 09:30, or its
+end when shorter), as Stripe's dashboard does: :func:`previous_period`.  A
+rolling window compares with the window of the same length just before it
+(:meth:`Window.previous`).
 """
 
 from __future__ import annotations
@@ -95,6 +99,44 @@ def month(at: datetime, tz: ZoneInfo) -> Window:
 
 
 CALENDAR = {"today": today, "week": week, "month": month}
+
+
+def _local(when: datetime, tz: ZoneInfo) -> datetime:
+    return utc(when).astimezone(tz)
+
+
+def _at_local(day, clock, tz: ZoneInfo) -> datetime:
+    """A local date and wall-clock time as UTC (a time in a DST gap takes the offset from before it)."""
+    return datetime.combine(day, clock, tzinfo=tz).astimezone(UTC)
+
+
+def previous_period(name: str, window: Window, tz: ZoneInfo) -> Window:
+    """The period a calendar period compares with: the previous one, up to the same local time.
+
+    ``name`` is ``today``, ``week`` or ``month`` (``CALENDAR``); ``window`` is
+    the current period as it stands, ``[its start, at)``.  Any other name is a
+    rolling window: the same length just before.
+    """
+    if name not in CALENDAR:
+        return window.previous()
+    end = _local(window.end, tz)
+    if name == "today":
+        day = end.date() - timedelta(days=1)
+        start, stop = day, day
+    elif name == "week":
+        monday = end.date() - timedelta(days=end.weekday())
+        start, stop = monday - timedelta(days=7), end.date() - timedelta(days=7)
+    else:
+        first = end.date().replace(day=1)
+        prev_first = (first - timedelta(days=1)).replace(day=1)
+        start = prev_first
+        try:
+            stop = prev_first.replace(day=end.day)
+        except ValueError:  # the 31st against a 30-day month: the whole previous month
+            return Window(_at_local(prev_first, datetime.min.time(), tz), _at_local(first, datetime.min.time(), tz))
+    begin = _at_local(start, datetime.min.time(), tz)
+    finish = _at_local(stop, end.time().replace(tzinfo=None), tz)
+    return Window(begin, max(begin, finish))
 
 # The dashboard's range picker; "custom" is built from two dates by the caller.
 PRESETS = {

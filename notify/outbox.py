@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 OUTBOX = "outbox"
 PENDING, SENDING, SENT, DEAD = "pending", "sending", "sent", "dead"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# The messages whose post later ones edit or reply to: an alert's first, and a flapping announcement
+# (alerts/state.py), which stands for every episode while the rule flaps.
+OPENS_THREAD = ("first", "flapping")
 
 
 def utcnow() -> datetime:
@@ -241,7 +244,7 @@ class Outbox:
             return DEAD, None
         message = claimed["message"]
         thread = None
-        if message.get("reason") != "first":  # reminders and resolves belong to the firing message's post
+        if message.get("reason") not in OPENS_THREAD:  # reminders and resolves belong to the firing message's post
             thread = notify_log.thread_of(self.db, claimed.get("episode"), name)
         started = time.monotonic()
         looked = False
@@ -275,7 +278,7 @@ class Outbox:
         )
         if done.modified_count != 1:
             log.warning("outbox: %s was sent, but its claim had passed to another sender", doc["_id"])
-        if post is not None and doc["message"].get("reason") == "first" and doc.get("episode"):
+        if post is not None and doc["message"].get("reason") in OPENS_THREAD and doc.get("episode"):
             notify_log.remember_thread(self.db, doc["episode"], name, post, at=sent_at, keep=self.config.outbox_keep)
         notify_log.record_attempt(self.db, doc, notify_log.FOUND if found else notify_log.SENT, at=sent_at,
                                   latency_ms=latency_ms, error=None, link=post.link if post else None,

@@ -26,6 +26,7 @@ from pymongo.errors import PyMongoError
 from metrics import enrollments, payments, review, series, webhooks
 from metrics import format as fmt
 from metrics.db import DataSourceUnavailable, Source
+from metrics.frames import series_frame
 from metrics.probe import probe_summary
 from metrics.quality import data_quality
 from metrics.settings import Settings
@@ -357,12 +358,15 @@ def _payments_section(ctx: _Context) -> Section:
 
 def _payments_by_day(ctx: _Context, currencies: list[str]) -> Table:
     window = ctx.period.window
-    days = series.payment_series(ctx.src, window, ctx.tz, "day", tuple(currencies))
-    refunds = {row["bucket"]: row["refunds"] for row in series.refund_series(ctx.src, window, ctx.tz, "day")}
-    shown = sorted({c for row in days for c in row["revenue"]} | set(currencies))
-    rows = [{"day": row["bucket"], "succeeded": row["succeeded"], "failed": row["failed"],
-             "success_rate": row["success_rate"], "refunds": refunds.get(row["bucket"], 0),
-             **{f"revenue_{c}": row["revenue"].get(c, 0) for c in shown}} for row in days]
+    # One frame per series, indexed by the local day; joined on it.
+    days = series_frame(series.payment_series(ctx.src, window, ctx.tz, "day", tuple(currencies)), ctx.tz)
+    refunds = series_frame(series.refund_series(ctx.src, window, ctx.tz, "day"), ctx.tz)
+    shown = sorted({c.split(".", 1)[1] for c in days.columns if c.startswith("revenue.")} | set(currencies))
+    table = days.join(refunds[["refunds"]] if "refunds" in refunds else refunds, how="left")
+    rows = [{"day": day.to_pydatetime(), "succeeded": row["succeeded"], "failed": row["failed"],
+             "success_rate": row["success_rate"], "refunds": row.get("refunds") or 0,
+             **{f"revenue_{c}": row.get(f"revenue.{c}") or 0 for c in shown}}
+            for day, row in table.iterrows()]
     columns = (Column("day", "Day", "date"), Column("succeeded", "Succeeded", "count"),
                Column("failed", "Failed", "count"), Column("success_rate", "Success rate", "rate"),
                *(Column(f"revenue_{c}", f"Revenue {c.upper()}", "money", currency=c) for c in shown),
@@ -379,12 +383,19 @@ def _payments_by_status(ctx: _Context) -> Table:
         Column("previous", ctx.period.previous_label, "count")), rows)
 
 
+def _row_key(value: Any) -> str:
+    """A breakdown's key as its row reads: platform data may be anything, a row key is text."""
+    return "(none)" if value is None else value if isinstance(value, str) else repr(value)
+
+
 def _breakdown(ctx: _Context, key: str, title: str, field_name: str, label: str) -> Table:
     now = series.failures_by(ctx.src, ctx.period.window, field_name, TOP_ROWS)
-    before = {r["key"]: r["count"] for r in series.failures_by(ctx.src, ctx.period.previous, field_name, PREVIOUS_DEPTH)}
+    before = {_row_key(r["key"]): r["count"]
+              for r in series.failures_by(ctx.src, ctx.period.previous, field_name, PREVIOUS_DEPTH)}
     total = ctx.now.payments["failed"]
-    rows = [{"key": r["key"] if r["key"] is not None else "(none)", "count": r["count"],
-             "share": r["count"] / total if total else None, "previous": before.get(r["key"], 0)} for r in now]
+    rows = [{"key": _row_key(r["key"]), "count": r["count"],
+             "share": r["count"] / total if total else None, "previous": before.get(_row_key(r["key"]), 0)}
+            for r in now]
     return Table(key, title, (Column("key", label), Column("count", f"Failed {ctx.period.label}", "count"),
                               Column("share", "Share of failures", "rate"),
                               Column("previous", f"Failed {ctx.period.previous_label}", "count")), rows,
@@ -490,7 +501,7 @@ def _enrollments_section(ctx: _Context) -> Section:
             [{"stage": stage, "count": n} for stage, n in funnel.items()]),
         Table("duplicate_enrollments", "Duplicate enrollments at the end of the period", (
             Column("customerId", "Customer"), Column("serviceId", "Service"), Column("count", "Enrollments", "count")),
-            [{k: r[k] for k in ("customerId", "serviceId", "count")} for r in ctx.now.duplicate_pairs[:TOP_ROWS]],
+            [{k: r.get(k) for k in ("customerId", "serviceId", "count")} for r in ctx.now.duplicate_pairs[:TOP_ROWS]],
             note=f"The first {TOP_ROWS} of {len(ctx.now.duplicate_pairs)}." if len(ctx.now.duplicate_pairs) > TOP_ROWS else ""),
     ]
     return Section("enrollments", "Enrollments", figures, tables)

@@ -8,10 +8,11 @@ UTF-8 with a byte-order mark, because Excel otherwise reads "€" as "â‚¬".
 
 from __future__ import annotations
 
-import csv
 import io
 import zipfile
 from datetime import date, datetime
+
+import pandas as pd
 
 from reports.model import Report, Table
 from reports.tabular import Cell, header, neutralise, row_cells, summary_table
@@ -34,13 +35,11 @@ def render_csv_zip(report: Report) -> bytes:
 
 
 def table_csv(table: Table, report: Report) -> str:
-    out = io.StringIO()
+    # A frame of the table's cells; object columns keep whole numbers whole and blanks blank.
     # QUOTE_MINIMAL is enough once cells are neutralised; quoting alone does not stop a formula.
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([neutralise(header(c, report.tz)) for c in table.columns])
-    for row in table.rows:
-        writer.writerow([_text(value) for value in row_cells(table, row, report.tz)])
-    return out.getvalue()
+    frame = pd.DataFrame([[_text(value) for value in row_cells(table, row, report.tz)] for row in table.rows],
+                         columns=[neutralise(header(c, report.tz)) for c in table.columns], dtype=object)
+    return frame.to_csv(index=False, lineterminator="\r\n")
 
 
 def _text(value: Cell) -> str | int | float:

@@ -188,7 +188,7 @@ def test_a_silence_by_a_logged_in_user_records_their_email(env, capsys):
     env.setenv("PAYWATCH_AUTH_ALLOWED_DOMAINS", "example.com")
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT_S)
     at.secrets = AUTH
-    at.user = {"is_logged_in": True, "email": "ops@example.com"}
+    at.user = {"is_logged_in": True, "email": "ops@example.com", "email_verified": True}
     at.query_params["at"] = iso(AT)
     at.run()
     at.switch_page("views/alerts.py").run()
@@ -239,3 +239,24 @@ def test_a_database_down_shows_the_banner_and_no_made_up_zeros(env):
     assert "Data source unavailable since" in texts(at.error)
     assert not at.metric
     assert not at.dataframe
+
+
+def test_a_firing_alert_without_data_a_flapping_one_and_a_held_one_say_so(env, state):
+    base = {"state": "firing", "severity": "critical", "since": AT - timedelta(hours=1),
+            "fired_at": AT - timedelta(hours=1), "value_text": "20.0%", "threshold_text": "< 95.0%",
+            "title": "Payment success rate below 95%"}
+    state[store.STATE].insert_many([
+        {**base, "_id": "payment_success_rate|", "rule_id": "payment_success_rate", "subject": "",
+         "no_data_since": AT - timedelta(minutes=40)},
+        {**base, "_id": "failed_payments|", "rule_id": "failed_payments", "subject": "", "flapping": True},
+        {**base, "_id": "stuck_payments|", "rule_id": "stuck_payments", "subject": "",
+         "inhibited_by": "webhooks_missing"},
+    ])
+    at = open_page()
+    firing = table(at, "firing").set_index("Rule")
+    assert firing.loc["payment_success_rate", "Data"] == "no data since 20 Nov 14:20:00"
+    assert firing.loc["failed_payments", "Data"] == "current, flapping"
+    assert firing.loc["stuck_payments", "Data"] == "current, held while webhooks_missing fires"
+    rules = table(at, "rules").set_index("Rule")
+    assert "no data since" in rules.loc["payment_success_rate", "State"]
+    assert "flapping" in rules.loc["failed_payments", "State"]

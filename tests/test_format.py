@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from metrics import format as fmt
@@ -69,3 +71,41 @@ def test_a_count_with_a_noun_agrees_in_number():
     assert fmt.count(0, "refund") == "0 refunds"
     assert fmt.count(1234, "probe") == "1,234 probes"
     assert fmt.count(None, "refund") == "–"
+
+
+# -- whatever the platform stored: one readable text, never an exception ------------------
+
+BAD = [5, 2.5, float("nan"), float("inf"), -float("inf"), 10**30, 1e308, {"a": 1}, ["usd"], [], "12", None, True,
+       object()]
+
+
+@pytest.mark.parametrize("currency", BAD, ids=repr)
+def test_money_in_a_currency_that_is_not_text_reads_as_no_currency(currency):
+    text = fmt.money(1500, currency)
+    assert "15.00" in text or "1,500" in text
+
+
+@pytest.mark.parametrize("amount", BAD, ids=repr)
+def test_money_of_an_amount_that_is_not_a_finite_number_is_a_dash_or_the_number(amount):
+    text = fmt.money(amount, "usd")
+    assert isinstance(text, str) and text
+    if not isinstance(amount, (int, float)) or isinstance(amount, bool) or not math.isfinite(amount):
+        assert text == "–"
+
+
+def test_a_huge_amount_keeps_every_digit():
+    assert fmt.money(10**30, "usd") == "$" + f"{10**28:,}" + ".00"
+    assert fmt.money(2**63 - 1, "jpy") == "¥" + f"{2**63 - 1:,}"
+
+
+def test_money_map_with_keys_and_values_of_any_type():
+    text = fmt.money_map({"usd": 100, 5: 200, "eur": float("nan"), None: "x"})
+    assert "$1.00" in text and text.count(" · ") == 3
+
+
+@pytest.mark.parametrize("value", BAD, ids=repr)
+def test_rates_durations_counts_and_sizes_of_any_value_are_text(value):
+    for render in (fmt.rate, fmt.duration, fmt.count, fmt.size, fmt.mask_email):
+        assert isinstance(render(value), (str, type(None))), render.__name__
+    if isinstance(value, float) and not math.isfinite(value):
+        assert fmt.rate(value) == fmt.duration(value) == fmt.count(value) == "–"

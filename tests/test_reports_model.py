@@ -320,3 +320,26 @@ def test_a_window_summary_of_alerts_ignores_history_from_other_rules_windows(mak
     alert_store.add_history(state, [_transition("r", NOW - timedelta(days=30), "firing", "pending"),
                                     _transition("r", NOW - timedelta(days=29), "resolved", "firing")])
     assert alert_review.alerts_in(state, window) == []
+
+
+def test_a_failed_payment_with_a_dict_specialist_or_a_list_decline_code_is_a_row_not_a_crash(make_settings, platform_db):
+    from fakes.platform import payment
+    week = last_complete_week(NOW, ZoneInfo("UTC"))
+    when = week.window.start + timedelta(days=2)
+    platform_db.payments.insert_many([
+        payment(when, "failed", specialist={"id": "spec-x", "name": "X"}, code=["card_declined", "expired_card"]),
+        payment(when, "failed", specialist=["spec-y"], code={"code": "do_not_honor"}),
+        payment(week.previous.start + timedelta(days=1), "failed", specialist={"id": "spec-x", "name": "X"}),
+        payment(when, "failed"),
+    ])
+    settings = make_settings()
+    report = build_report(dbmod.source(settings), settings, week)
+    tables = {t.key: t for s in report.sections for t in s.tables}
+    specialists = {r["key"]: r for r in tables["failures_by_specialist"].rows}
+    codes = {r["key"] for r in tables["failures_by_decline_code"].rows}
+    assert all(isinstance(k, str) for k in [*specialists, *codes])
+    assert sum(r["count"] for r in specialists.values()) == 3
+    assert specialists["spec-ana"]["count"] == 1
+    assert "card_declined" in codes
+    # The same malformed value last week is counted as the same row's "previous".
+    assert max(r["previous"] for r in specialists.values()) == 1

@@ -355,3 +355,71 @@ def test_rollups_status_build_and_verify_commands(platform_db, run):
     verify = run("rollups", "verify", "--no-repair")
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "payments" in verify.stdout and "ok" in verify.stdout
+
+
+@pytest.mark.parametrize("split, subject", [(None, None), ("currency", "eur"), ("specialist", "sp_2")])
+def test_the_alert_signals_from_rollups_equal_the_raw_ones(platform_db, settings, split, subject):
+    from metrics import signals
+    from metrics.windows import Window
+    mixed_platform(platform_db, days=3)
+    raw = source(settings)
+    fast = rolled(raw, settings)
+    for window in (Window(AT - timedelta(hours=1), AT), Window(AT - timedelta(days=2, minutes=7), AT)):
+        assert signals.payment_outcomes(fast, window, split) == signals.payment_outcomes(raw, window, split)
+        assert signals.decline_codes(fast, window, 5, split, subject) == \
+            signals.decline_codes(raw, window, 5, split, subject)
+
+
+def test_failures_by_a_field_that_is_not_text_is_one_row_named_by_its_type(platform_db, settings):
+    from metrics.windows import Window
+    platform_db.payments.insert_many([
+        {"amount": 100, "currency": "usd", "status": "failed", "createdAt": AT - timedelta(hours=2),
+         "specialistId": {"id": 1}, "failureCode": ["x"]},
+        {"amount": 100, "currency": "usd", "status": "failed", "createdAt": AT - timedelta(hours=3),
+         "specialistId": 7, "failureCode": "card_declined"},
+    ])
+    raw = source(settings)
+    fast = rolled(raw, settings)
+    day = Window(AT - timedelta(days=1), AT)
+    for field in ("specialistId", "failureCode", "serviceId"):
+        assert series.failures_by(fast, day, field) == series.failures_by(raw, day, field)
+
+
+def test_revenue_deltas_compare_today_with_yesterday_until_the_same_time(platform_db, settings):
+    from metrics.windows import CALENDAR
+    at = datetime(2026, 11, 18, 9, 30, tzinfo=UTC)
+    platform_db.payments.insert_many([
+        {"amount": 100, "currency": "usd", "status": "completed", "createdAt": at - timedelta(hours=2)},  # today
+        {"amount": 40, "currency": "usd", "status": "completed", "createdAt": at - timedelta(hours=25)},  # yesterday 08:30
+        {"amount": 999, "currency": "usd", "status": "completed", "createdAt": at - timedelta(hours=20)},  # yesterday 13:30
+    ])
+    periods = {name: make(at, settings.tz) for name, make in CALENDAR.items()}
+    for src in (source(settings), rolled(source(settings), settings)):
+        got = series.revenue_with_previous(src, {"today": periods["today"]}, ("usd",), settings.tz)
+        assert got["today"] == {"current": {"usd": 100}, "previous": {"usd": 40}}
+
+
+def test_a_dashboard_trusts_rollups_another_process_refreshed_moments_ago(platform_db, settings):
+    mixed_platform(platform_db, days=2)
+    worker = rolled(source(settings), settings)
+    dashboard = rolled(source(settings), settings, refresh=False)
+    dashboard.rollups.refresh()
+    worker.rollups.refresh()
+    assert set(dashboard.rollups.refresh(trust_s=60).values()) == {"trusted"}
+    assert set(dashboard.rollups.refresh(trust_s=0).values()) == {"0 changes"}
+
+
+def test_a_day_written_before_it_ended_is_summed_from_its_hours_when_read(platform_db, settings):
+    from metrics.windows import Window
+    mixed_platform(platform_db, days=3)
+    raw = source(settings)
+    fast = rolled(raw, settings)
+    buckets = fast.rollups.state[BUCKETS]
+    day = bk.floor(AT - timedelta(days=2), "1d")
+    # As if written while the day was still going on: early version, and missing its last hours.
+    buckets.update_one({"s": "payments", "l": "1d", "t": day},
+                       {"$set": {"v": int(day.timestamp()) * 10**9, "b": {}}})
+    window = Window(day, day + timedelta(days=1))
+    assert strip_p95(payments.window_summary(fast, window, ("usd",))) == \
+        strip_p95(payments.window_summary(raw, window, ("usd",)))
+    assert buckets.find_one({"s": "payments", "l": "1d", "t": day})["b"] != {}

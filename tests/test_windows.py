@@ -110,3 +110,51 @@ def test_iso_writes_utc_with_z_and_milliseconds_only_when_present():
 
 def test_naive_datetimes_are_taken_as_utc():
     assert utc(datetime(2026, 11, 26, 12)) == z(2026, 11, 26, 12)
+
+
+# -- previous periods (spec section 2: like with like) -------------------------------
+
+from metrics.windows import CALENDAR, Window, previous_period  # noqa: E402
+
+
+def _period(name, at, zone):
+    from zoneinfo import ZoneInfo
+    return CALENDAR[name](at, ZoneInfo(zone)), ZoneInfo(zone)
+
+
+def test_today_compares_with_yesterday_until_the_same_local_time():
+    at = datetime(2026, 11, 18, 14, 30, tzinfo=timezone.utc)  # 09:30 in New York
+    now, tz = _period("today", at, "America/New_York")
+    prev = previous_period("today", now, tz)
+    assert prev.start == datetime(2026, 11, 17, 5, 0, tzinfo=timezone.utc)
+    assert prev.end == datetime(2026, 11, 17, 14, 30, tzinfo=timezone.utc)
+
+
+def test_today_after_the_dst_change_compares_local_clock_times():
+    at = datetime(2026, 11, 2, 14, 30, tzinfo=timezone.utc)  # Monday 09:30 EST; Sunday was 25 hours long
+    now, tz = _period("today", at, "America/New_York")
+    prev = previous_period("today", now, tz)
+    assert prev.start == datetime(2026, 11, 1, 4, 0, tzinfo=timezone.utc)   # Sunday 00:00 EDT
+    assert prev.end == datetime(2026, 11, 1, 14, 30, tzinfo=timezone.utc)   # Sunday 09:30 EST
+
+
+def test_week_to_date_compares_with_last_week_to_the_same_weekday_and_time():
+    at = datetime(2026, 11, 18, 9, 30, tzinfo=timezone.utc)  # Wednesday
+    now, tz = _period("week", at, "UTC")
+    prev = previous_period("week", now, tz)
+    assert (prev.start, prev.end) == (datetime(2026, 11, 9, tzinfo=timezone.utc), datetime(2026, 11, 11, 9, 30, tzinfo=timezone.utc))
+
+
+def test_month_to_date_compares_with_the_previous_month_to_the_same_day_or_its_end():
+    now, tz = _period("month", datetime(2026, 11, 18, 9, 30, tzinfo=timezone.utc), "Asia/Kolkata")
+    prev = previous_period("month", now, tz)
+    assert prev.start == datetime(2026, 9, 30, 18, 30, tzinfo=timezone.utc)  # 1 October 00:00 IST
+    assert prev.end == datetime(2026, 10, 18, 9, 30, tzinfo=timezone.utc)
+    march, tz = _period("month", datetime(2027, 3, 31, 12, 0, tzinfo=timezone.utc), "UTC")
+    prev = previous_period("month", march, tz)
+    assert (prev.start, prev.end) == (datetime(2027, 2, 1, tzinfo=timezone.utc), datetime(2027, 3, 1, tzinfo=timezone.utc))
+
+
+def test_a_rolling_window_compares_with_the_same_length_just_before():
+    w = Window(datetime(2026, 11, 17, 12, tzinfo=timezone.utc), datetime(2026, 11, 18, 12, tzinfo=timezone.utc))
+    assert previous_period("24h", w, None) == w.previous()

@@ -134,23 +134,23 @@ def render_tiles(view: View, data: dict, silences: list[dict]) -> None:
 
 
 def render_heartbeat(view: View, beat: dict | None, now: datetime) -> None:
-    if not beat:
+    worker = common.worker_status(view.settings, beat, now)
+    if worker.at is None:
         st.info("No heartbeat from the alert worker yet: it is not running, or has not started "
                 "(python -m alerts run; make run starts it).", icon=":material/heart_broken:")
         return
-    at = utc(beat["at"])
-    limit = beat.get("late_after_s") or 3 * view.settings.eval_interval
-    age = (now - at).total_seconds()
+    at, age = worker.at, worker.age_s
     where = f"{md(beat.get('host') or '?')} pid {md(beat.get('pid') or '?')}"
-    if age > limit:
-        st.warning(f"The alert worker is late: its last heartbeat is {fmt.duration(age * 1000)} old "
-                   f"({view.when(at)}, {where}), more than {limit:g} s. Alerts may not be evaluated.",
+    if worker.late:
+        st.warning(f"The alert worker is late: its last heartbeat is {worker.age_text} old "
+                   f"({view.when(at)}, {where}), older than {worker.limit_text}. Alerts may not be evaluated.",
                    icon=":material/heart_broken:")
     else:
         cycle = beat.get("cycle_ms")
         st.success(f"The alert worker is running: last cycle {fmt.duration(age * 1000)} ago ({view.when(at)}, "
                    f"{where}){f', took {fmt.duration(cycle)}' if cycle is not None else ''}; "
-                   f"channels: {md(', '.join(beat.get('channels') or []) or '–')}.", icon=":material/favorite:")
+                   f"channels: {md(', '.join(str(c) for c in beat.get('channels') or []) or '–')}.",
+                   icon=":material/favorite:")
     if beat.get("source_error"):
         st.error(f"In its last cycle the worker could not read the platform: {md(beat['source_error'])}",
                  icon=":material/cloud_off:")
@@ -169,7 +169,7 @@ def render_firing(view: View, states: list[dict]) -> None:
     st.dataframe([{"Rule": d.get("rule_id"), "Subject": _scope(d), "Severity": d.get("severity"),
                    "Title": d.get("title"), "Value": d.get("value_text"), "Threshold": d.get("threshold_text"),
                    "Since": view.when(d.get("fired_at") or d.get("since")),
-                   "Data": "unknown" if d.get("unknown") else "current"} for d in firing],
+                   "Data": ", ".join(_marks(view, d, "current"))} for d in firing],
                  hide_index=True, width="stretch", key="firing")
 
 
@@ -195,11 +195,33 @@ def render_rules(view: View, rules: list[Rule], states: list[dict]) -> None:
                  height=35 * (len(rows) + 1) + 3)  # every rule visible, no scrolling inside the table
 
 
+def _marks(view: View, doc: dict, known: str | None) -> list[str]:
+    """What qualifies a state: its data (unknown, no data since …), flapping, held by inhibition.
+
+    "No data since" matters where it keeps an alert open (firing, pending); an inactive rule on a
+    quiet hour just shows its value and samples."""
+    marks = []
+    open_ = doc.get("state") in (FIRING, PENDING)
+    if doc.get("unknown"):
+        marks.append("unknown" + (f", no data since {view.when(doc['no_data_since'])}"
+                                  if open_ and isinstance(doc.get("no_data_since"), datetime) else ""))
+    elif open_ and isinstance(doc.get("no_data_since"), datetime):
+        marks.append(f"no data since {view.when(doc['no_data_since'])}")
+    elif known:
+        marks.append(known)
+    if doc.get("flapping"):
+        marks.append("flapping")
+    if doc.get("inhibited_by") and doc.get("state") == FIRING:
+        marks.append(f"held while {doc['inhibited_by']} fires")
+    return marks
+
+
 def _rule_row(view: View, rule_id: str, title, severity, doc: dict | None, threshold, enabled: bool) -> dict:
     doc = doc or {}
     state = doc.get("state") or ("disabled" if not enabled else "not evaluated")
-    if doc.get("unknown"):
-        state += " (unknown)"
+    marks = _marks(view, doc, None)
+    if marks:
+        state += f" ({'; '.join(marks)})"
     samples = doc.get("samples")
     return {"Rule": rule_id, "Subject": _scope(doc), "Title": title, "Severity": severity,
             "Value": doc.get("value_text") or "–", "Threshold": doc.get("threshold_text") or threshold,
@@ -226,8 +248,10 @@ def timeline(transitions: list[dict], view: View) -> go.Figure:
     fig = go.Figure()
     open_at: dict[str, datetime] = {}
     episodes: list[tuple[str, datetime, datetime]] = []
+    # A row names a subject, which is platform data: escaped, so link markup in it is text (charts.label).
+    row_of = lambda h: charts.label(scope(h["rule_id"], h.get("subject")))  # noqa: E731
     for h in transitions:  # oldest first
-        row = scope(h["rule_id"], h.get("subject"))
+        row = row_of(h)
         when = utc(h["at"])
         if h.get("to") == FIRING:
             open_at[row] = when
@@ -242,11 +266,12 @@ def timeline(transitions: list[dict], view: View) -> go.Figure:
         points = [h for h in transitions if h.get("to") == state]
         if points:
             fig.add_scatter(x=[local(utc(h["at"])) for h in points],
-                            y=[scope(h["rule_id"], h.get("subject")) for h in points],
+                            y=[row_of(h) for h in points],
                             mode="markers", name=state, marker={"color": STATE_COLOUR.get(state, charts.MUTED), "size": 9},
-                            customdata=[[h.get("value_text") or "–", h.get("from")] for h in points],
+                            customdata=[[charts.label(h.get("value_text") or "–"), charts.label(h.get("from"))]
+                                        for h in points],
                             hovertemplate="%{y}: %{customdata[1]} → " + state + " (value %{customdata[0]})<extra></extra>")
-    rows = {scope(h["rule_id"], h.get("subject")) for h in transitions}
+    rows = {row_of(h) for h in transitions}
     # From a little before the first change (not the whole range): a 10-minute episode stays visible.
     first = max(view.window.start, utc(transitions[0]["at"]) - (view.window.end - utc(transitions[0]["at"])) * 0.1)
     fig.update_layout(title={"text": "Alert transitions (bars: firing)", "x": 0, "xanchor": "left", "font": {"size": 15}},

@@ -140,8 +140,9 @@ def render_duplicates(view: View) -> None:
         st.caption("None: every customer has at most one active or pending enrollment per service."
                    if pairs is not None else "Not available.")
         return
-    st.dataframe([{"Customer": p["customerId"], "Service": p["serviceId"], "Enrollments": p["count"],
-                   "Enrollment ids": ", ".join(p["enrollment_ids"])} for p in pairs],
+    # A pair's customer or service may be missing from the platform's documents: show it empty.
+    st.dataframe([{"Customer": p.get("customerId"), "Service": p.get("serviceId"), "Enrollments": p["count"],
+                   "Enrollment ids": ", ".join(str(i) for i in p.get("enrollment_ids") or [])} for p in pairs],
                  hide_index=True, width="stretch")
 
 

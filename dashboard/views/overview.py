@@ -11,7 +11,6 @@ from metrics import format as fmt
 from metrics.probe import probe_summary
 from metrics.quality import data_quality
 from metrics.system import database_health
-from metrics.windows import utc
 
 SECTIONS = ("Payments", "Webhooks", "Enrollments", "System Health")
 
@@ -207,11 +206,9 @@ def render_enrollments(view: View) -> None:
 def render_system(view: View) -> None:
     health = view.get(database_health, view.settings.embedded, slow=True, tells_health=False)
     probe = view.state(probe_summary, view.window) if view.settings.health_url else None
-    beat = view.state(common.worker_heartbeat)
+    worker = view.worker()
     connections = dig(health, "connections") or {}
     storage = dig(health, "storage") or {}
-    beat_at = dig(beat, "at")
-    late = beat_at is not None and (view.at - utc(beat_at)).total_seconds() > 3 * view.settings.eval_interval
 
     section("System Health", f"{view.range.label} for the platform's API probe")
     not_probed = "not configured (PAYWATCH_HEALTH_URL)" if not view.settings.health_url else None
@@ -230,10 +227,9 @@ def render_system(view: View) -> None:
              note=("disk " + fmt.rate(storage["fs_used_bytes"] / storage["fs_total_bytes"]) + " used"
                    if storage.get("fs_total_bytes") else "disk usage not reported" if health else None),
              help="dbStats of the platform database: data and indexes on disk."),
-        Tile("Alert worker", "late" if late else ("running" if beat_at else "not seen"),
-             note=f"last heartbeat {view.ago(beat_at)}" if beat_at else "no heartbeat recorded yet",
-             help=f"Late when its heartbeat is older than 3 × the evaluation interval "
-                  f"({3 * view.settings.eval_interval:g} s)."),
+        Tile("Alert worker", worker.state,
+             note=f"last heartbeat {worker.age_text} ago" if worker.at else "no heartbeat recorded yet",
+             help=f"Late when its heartbeat is older than {worker.limit_text}."),
     ], per_row=5)
 
 

@@ -13,7 +13,7 @@ from metrics.db import state_db
 from metrics.probe import probe_once, probe_summary, record_probe
 from metrics.quality import data_quality
 from metrics.system import database_health
-from metrics.windows import Window, utc
+from metrics.windows import Window
 
 
 def _now() -> datetime:
@@ -108,20 +108,16 @@ def render_database(view: View) -> None:
 
 def render_worker(view: View) -> None:
     st.subheader("Alert worker", anchor=False, divider="gray")
-    beat = view.state(common.worker_heartbeat)
-    if not beat:
+    worker = view.worker()
+    if worker.at is None:
         st.info("No heartbeat from the alert worker yet: it is not running, or has not started "
                 "(python -m alerts run; make run starts it).", icon=":material/heart_broken:")
         return
-    at = utc(beat["at"])
-    limit = 3 * view.settings.eval_interval
-    age = (view.at - at).total_seconds()
-    if age > limit:
-        st.warning(f"The alert worker's last heartbeat is {view.ago(at)} ({view.when(at)}): older than "
-                   f"3 × the evaluation interval ({limit:g} s). Alerts may not be evaluated.",
-                   icon=":material/heart_broken:")
+    if worker.late:
+        st.warning(f"The alert worker is late: its last heartbeat is {worker.age_text} old ({view.when(worker.at)}), "
+                   f"older than {worker.limit_text}. Alerts may not be evaluated.", icon=":material/heart_broken:")
     else:
-        st.success(f"The alert worker is running: last heartbeat {view.ago(at)} ({view.when(at)}).",
+        st.success(f"The alert worker is running: last heartbeat {worker.age_text} ago ({view.when(worker.at)}).",
                    icon=":material/favorite:")
 
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Callable
 
 from pymongo.errors import PyMongoError
 
-from metrics.db import DataSourceUnavailable, Source, client_for, describe_error, platform_uri, source, state_db
+from metrics.db import Source, client_for, platform_uri, source, state_db, unavailable
 from metrics.settings import Settings
 
 
@@ -34,7 +34,10 @@ def rolled_up(raw: Callable) -> Callable:
         rollups = getattr(src, "rollups", None)
         if rollups is not None and rollups.serves(collections):
             from metrics.rollups import figures
-            return getattr(figures, name)(src, *args, **kwargs)
+            try:
+                return getattr(figures, name)(src, *args, **kwargs)
+            except PyMongoError as exc:  # Paywatch's own database, where the buckets are
+                raise unavailable(exc) from exc
         return raw(src.without_rollups() if rollups is not None else src, *args, **kwargs)
 
     serve.raw = raw
@@ -43,7 +46,7 @@ def rolled_up(raw: Callable) -> Callable:
 
 _COLLECTIONS_OF = {"payments": ("payments",), "webhooks": ("webhook_events",), "enrollments": ("enrollments",),
                    "quality": ("payments", "enrollments", "webhook_events"),
-                   "series": ("payments", "enrollments", "webhook_events")}
+                   "series": ("payments", "enrollments", "webhook_events"), "signals": ("payments",)}
 
 
 def attach(src: Source, settings: Settings, *, refresh: bool = True, progress: bool = False,
@@ -70,7 +73,7 @@ _live: dict[tuple, _Live] = {}
 _live_lock = threading.Lock()
 
 
-def live_source(settings: Settings, max_age_s: float = 0.0) -> Source:
+def live_source(settings: Settings, max_age_s: float = 0.0, trust_s: float = 0.0) -> Source:
     """The platform's Source with this process's rollups, brought up to date when older than ``max_age_s``.
 
     One :class:`~metrics.rollups.store.Rollups` per process and database, so
@@ -90,8 +93,26 @@ def live_source(settings: Settings, max_age_s: float = 0.0) -> Source:
     with entry.lock:
         if time.monotonic() - entry.refreshed >= max_age_s:
             try:
-                entry.src.rollups.refresh()
+                entry.src.rollups.refresh(trust_s)
             except PyMongoError as exc:
-                raise DataSourceUnavailable(describe_error(exc)) from exc
+                raise unavailable(exc) from exc
             entry.refreshed = time.monotonic()
     return entry.src
+
+
+def lag_seconds(settings: Settings) -> dict[str, float | None]:
+    """Per platform collection: seconds since its rollups were last brought up to date (``None``: never built)."""
+    from metrics.rollups.store import META
+    from metrics.quality import COLLECTIONS
+
+    now = time.time()
+    metas = {m["_id"]: m for m in state_db(settings)[META].find({"_id": {"$in": list(COLLECTIONS)}})}
+    out = {}
+    for key in COLLECTIONS:
+        refreshed = (metas.get(key) or {}).get("refreshed_at")
+        if refreshed is None:
+            out[key] = None
+        else:
+            refreshed = refreshed if refreshed.tzinfo else refreshed.replace(tzinfo=timezone.utc)
+            out[key] = round(max(0.0, now - refreshed.timestamp()), 3)
+    return out

@@ -128,6 +128,27 @@ def key_value(value: Any) -> Any:
     return str(value)
 
 
+def bson_type(value: Any) -> str:
+    """The name ``$type`` gives a value."""
+    from bson import Int64, ObjectId
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, Int64) or (isinstance(value, int) and not -2**31 <= value < 2**31):
+        return "long"
+    if isinstance(value, int):
+        return "int"
+    names = ((float, "double"), (str, "string"), (dict, "object"), (list, "array"), (datetime, "date"),
+             (ObjectId, "objectId"), (Decimal128, "decimal"), (bytes, "binData"))
+    return next((name for kind, name in names if isinstance(value, kind)), type(value).__name__)
+
+
+def text_key(value: Any) -> str | None:
+    """As ``metrics.series.text_key``: text as it is, null when missing, else ``(not text: <type>)``."""
+    if value is None or isinstance(value, str):
+        return value
+    return f"(not text: {bson_type(value)})"
+
+
 def minor_units(value: Any) -> int:
     """A valid amount (int32/int64/integral double/Decimal128) as an exact int."""
     if isinstance(value, Decimal128):
@@ -299,6 +320,11 @@ def fold_payment(b: Bucket, d: dict) -> None:
     amount = minor_units(d["amount"])
     b.count("status", (status, currency))
     b.add_sum("status", (status, currency), amount)
+    specialist = d.get("specialistId") if isinstance(d.get("specialistId"), str) else "unknown"
+    if status in SUCCEEDED_STATUSES or status == "failed":
+        # The alert rules split outcomes by specialist (metrics.signals.subject_expr).
+        b.count("outcome_by_specialist", (specialist, status == "failed", currency))
+        b.add_sum("outcome_by_specialist", (specialist, status == "failed", currency), amount)
     if status in SUCCEEDED_STATUSES:
         ms = duration_ms(d.get("completedAt"), d.get("createdAt"))
         if ms is not None:
@@ -306,10 +332,10 @@ def fold_payment(b: Bucket, d: dict) -> None:
         b.count("amount_band", (currency, amount_band(currency, amount)))
     elif status == "failed":
         for name in ("failureCode", "specialistId", "serviceId"):
-            b.count(f"failed_by_{name}", (key_value(d.get(name)),))
+            b.count(f"failed_by_{name}", (text_key(d.get(name)),))
         code = d.get("failureCode") if isinstance(d.get("failureCode"), str) else "unknown"
-        b.count("declines", (code, currency))
-        b.add_sum("declines", (code, currency), amount)
+        b.count("declines", (code, currency, specialist))
+        b.add_sum("declines", (code, currency, specialist), amount)
 
 
 def fold_refund(b: Bucket, d: dict) -> None:

@@ -310,6 +310,49 @@ def series_amount_histogram(src, window: Window, currency: str, statuses: tuple[
     return bands
 
 
+# -- alert signals ---------------------------------------------------------------
+
+def signals_payment_outcomes(src, window: Window, split: str | None = None) -> dict[str, dict]:
+    """As ``metrics.signals.payment_outcomes``: decided payments per subject, with the amount at risk."""
+    b = one(src, "payments", window)
+    out: dict[str, dict] = {}
+    counts, amounts = _counter(b, "outcome_by_specialist"), _sums(b, "outcome_by_specialist")
+    for (specialist, failed, currency), n in counts.items():
+        if not n:
+            continue
+        subject = {None: "", "currency": currency, "specialist": specialist}[split]
+        entry = out.setdefault(subject, {"succeeded": 0, "failed": 0, "failed_amount": {}})
+        if failed:
+            entry["failed"] += n
+            entry["failed_amount"][currency] = entry["failed_amount"].get(currency, 0) + \
+                amounts.get((specialist, failed, currency), 0)
+        else:
+            entry["succeeded"] += n
+    for entry in out.values():
+        entry["success_rate"] = ratio(entry["succeeded"], entry["succeeded"] + entry["failed"])
+        entry["failed_amount"] = dict(sorted(entry["failed_amount"].items()))
+    return dict(sorted(out.items()))
+
+
+def signals_decline_codes(src, window: Window, limit: int = 5, split: str | None = None,
+                          subject: str | None = None) -> list[dict]:
+    """As ``metrics.signals.decline_codes``: the top decline codes, of one subject or all."""
+    b = one(src, "payments", window)
+    counts, amounts = _counter(b, "declines"), _sums(b, "declines")
+    codes: dict[str, dict] = {}
+    for (code, currency, specialist), n in counts.items():
+        if not n or (subject is not None and split is not None
+                     and {"currency": currency, "specialist": specialist}[split] != subject):
+            continue
+        row = codes.setdefault(code, {"code": code, "count": 0, "amount": {}})
+        row["count"] += n
+        row["amount"][currency] = row["amount"].get(currency, 0) + amounts.get((code, currency, specialist), 0)
+    rows = sorted(codes.values(), key=lambda r: (-r["count"], _order(r["code"])))[:limit]
+    for row in rows:
+        row["amount"] = dict(sorted(row["amount"].items()))
+    return rows
+
+
 def _order(value) -> tuple:
     # MongoDB's order for the few types a key can have: null, numbers, strings, then the rest.
     if value is None:

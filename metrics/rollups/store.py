@@ -42,7 +42,7 @@ from pymongo import ASCENDING, ReplaceOne, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
-from metrics.db import DataSourceUnavailable, Source, describe_error
+from metrics.db import DataSourceUnavailable, Source, describe_error, unavailable
 from metrics.enrollments import DUPLICATE_STATUSES
 from metrics.quality import COLLECTIONS, is_valid, valid_filter, valid_stages
 from metrics.rollups import buckets as bk
@@ -50,7 +50,7 @@ from metrics.rollups.buckets import FINE, LEVELS, Bucket
 
 log = logging.getLogger("paywatch.rollups")
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 3  # a change to what a bucket holds: stored rollups are rebuilt
 BUCKETS = "rollup_buckets"
 META = "rollup_meta"
 INVALID = "rollup_invalid"
@@ -130,7 +130,7 @@ def read_valid(src: Source, series: Series, condition: dict, batch_size: int = 0
             if is_valid(series.collection, doc):
                 yield doc
     except PyMongoError as exc:
-        raise DataSourceUnavailable(describe_error(exc)) from exc
+        raise unavailable(exc) from exc
 
 
 def payment_times(src: Source, ids: list | None = None) -> dict:
@@ -150,7 +150,7 @@ def payment_times(src: Source, ids: list | None = None) -> dict:
                 out[raw["_id"]] = doc["completedAt"]
         return out
     except PyMongoError as exc:
-        raise DataSourceUnavailable(describe_error(exc)) from exc
+        raise unavailable(exc) from exc
 
 
 def with_payment_times(src: Source, docs: list[dict], times: dict | None = None) -> list[dict]:
@@ -318,9 +318,15 @@ class Rollups:
             rows = [r for level, a, b in ranges
                     for r in self.buckets.find({"s": series, "l": level, "t": {"$gte": a, "$lt": b}})]
         except PyMongoError as exc:
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         hour_docs = {bk.utc(r["t"]): _quarters_from(r) for r in rows if r["l"] == HOUR}
-        day_docs = {bk.utc(r["t"]): Bucket.from_bson(r.get("b") or {}) for r in rows if r["l"] == DAY}
+        # A day document written before its day ended (or never) may miss that day's last changes:
+        # sum its hours instead, and store the sum, which is final now that the day is over.
+        final = {bk.utc(r["t"]): r for r in rows if r["l"] == DAY and r.get("v", 0) >= _ns(bk.utc(r["t"]) + LEVELS[DAY])}
+        day_docs = {t: Bucket.from_bson(r.get("b") or {}) for t, r in final.items()}
+        open_days = [d for d in days if d not in final]
+        if open_days:
+            day_docs.update(self._close_days(series, open_days))
         out = {}
         for level, t in keys:
             if level == DAY:
@@ -337,6 +343,16 @@ class Rollups:
                 out[(level, t)] = b
         return out
 
+    def _close_days(self, series: str, days: list[datetime]) -> dict[datetime, Bucket]:
+        version = time.time_ns()
+        sums: dict[datetime, Bucket] = {d: Bucket() for d in days}
+        for a, b in _runs(sorted(days), LEVELS[DAY]):
+            for hour, quarters in self.hours_stored(series, a, b).items():
+                sums[bk.floor(hour, DAY)].merge(bk.merge_all(q for q in quarters if q is not None))
+        over = [d for d in days if _ns(d + LEVELS[DAY]) <= version]
+        self._replace([_day_doc(series, d, sums[d], version) for d in over])
+        return sums
+
     def _write_hours(self, series: str, hours: Iterable[datetime], found: dict[datetime, Bucket], version: int,
                      insert: bool = False) -> None:
         by_hour = _by_hour(found)
@@ -344,9 +360,18 @@ class Rollups:
         self._insert(docs) if insert else self._replace(docs)
 
     def _roll_up_days(self, series: str, hours: Iterable[datetime], version: int) -> None:
-        """Recompute the days holding ``hours`` from the hours stored under them."""
+        """Recompute the days holding ``hours`` from the hours stored under them.
+
+        Today's (UTC) day document is left until the day is over: a window only
+        reads a day document for a day wholly inside it, so before its end it is
+        never read, and every change of the day would otherwise re-read its hours.
+        The first read after the day's end writes it (:meth:`read_keyed`).
+        """
         docs = []
-        for day in sorted({bk.floor(h, DAY) for h in hours}):
+        today = bk.floor(datetime.now(timezone.utc), DAY)
+        days = {bk.floor(h, DAY) for h in hours}
+        days.discard(today)
+        for day in sorted(days):
             stored = self.hours_stored(series, day, day + LEVELS[DAY])
             merged = bk.merge_all(q for quarters in stored.values() for q in quarters if q is not None)
             docs.append(_day_doc(series, day, merged, version))
@@ -447,7 +472,7 @@ class Rollups:
                 log.warning("rollups: change streams unavailable on %s (%s); re-aggregating the trailing %s "
                             "every cycle instead", key, describe_error(exc), self.trailing)
                 return None, "poll"
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         self._streams[key] = stream
         return stream.resume_token, "change_stream"
 
@@ -481,7 +506,7 @@ class Rollups:
                     out.append({"_id": raw["_id"], **doc})
             return out
         except PyMongoError as exc:
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
 
     def _rebuild_pairs(self) -> None:
         pairs: dict[str, list] = {}
@@ -500,12 +525,24 @@ class Rollups:
 
     # -- refresh -------------------------------------------------------------------
 
-    def refresh(self) -> dict:
-        """Bring every collection's rollups up to date; returns what was done per collection."""
+    def refresh(self, trust_s: float = 0.0) -> dict:
+        """Bring every collection's rollups up to date; returns what was done per collection.
+
+        ``trust_s > 0``: a collection another process brought up to date less than
+        ``trust_s`` seconds ago is taken as it is (the dashboard trusts the worker,
+        which follows every 5 s), so open dashboards add no work per change.
+        """
         self.ensure_indexes()
         out = {}
+        now = datetime.now(timezone.utc)
         for key in COLLECTIONS:
             meta = self.meta(key)
+            if (trust_s and meta and meta.get("refreshed_at") and key in self._ready
+                    and now - bk.utc(meta["refreshed_at"]) < timedelta(seconds=trust_s)
+                    and meta.get("version") == FORMAT_VERSION and meta.get("schema") == self.hash):
+                self._close(key)  # when this process follows again, it resumes from the shared token
+                out[key] = "trusted"
+                continue
             if not (meta and meta.get("built_at") and meta.get("version") == FORMAT_VERSION
                     and meta.get("schema") == self.hash):
                 why = "missing" if not meta else "stale format or schema"
@@ -546,10 +583,10 @@ class Rollups:
                             key, describe_error(exc))
                 self.build([key])
                 return "rebuilt"
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         except PyMongoError as exc:
             self._close(key)
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         if changes:
             self.apply(key, changes)
         now = datetime.now(timezone.utc)
@@ -565,10 +602,14 @@ class Rollups:
             doc = change.get("fullDocument")
             if change["operationType"] == "delete" or doc is None:
                 deleted.append(doc_id)
-                # No pre-image: the document's own id time is the best guess of its buckets; verification
-                # repairs the rest (platforms keep payments; only old webhook events expire).
-                if isinstance(doc_id, ObjectId):
-                    for s in series_of(key):
+                # No pre-image says where it was: look where a deleted document usually is, the time of its
+                # id (old webhook events expiring) and the trailing window (a draft removed soon after it
+                # was written); verification repairs the rest.
+                now = datetime.now(timezone.utc)
+                recent = _range(bk.floor(now - self.trailing), bk.floor(now) + LEVELS[FINE])
+                for s in series_of(key):
+                    dirty[s.name].update(recent)
+                    if isinstance(doc_id, ObjectId):
                         dirty[s.name].add(bk.floor(doc_id.generation_time))
                 continue
             upserted[doc_id] = doc
@@ -607,7 +648,7 @@ class Rollups:
         try:
             valid = {d["_id"] for d in rows}
         except PyMongoError as exc:
-            raise DataSourceUnavailable(describe_error(exc)) from exc
+            raise unavailable(exc) from exc
         invalid = [i for i in ids if i not in valid]
         if valid:
             coll.delete_many({"c": key, "d": {"$in": list(valid)}})
@@ -766,6 +807,10 @@ class Rollups:
     def close(self) -> None:
         for key in list(self._streams):
             self._close(key)
+
+
+def _ns(when: datetime) -> int:
+    return int(when.timestamp()) * 1_000_000_000
 
 
 def _quarter(t: datetime) -> int:

@@ -1,0 +1,1 @@
+"""The ``paywatch`` command: one entry point for every role of the product (see :mod:`paywatch.cli`)."""
