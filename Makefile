@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make run    start Paywatch (embedded database, demo data, dashboard, alert worker)"
 	@echo "make test   run the whole test suite (installs what it needs first)"
-	@echo "make bench  seed the reference volume and measure (docs/performance.md)"
+	@echo "make bench  seed the reference volume, build its rollups and measure (docs/performance.md)"
 	@echo "make screenshots  refresh docs/screenshots/ from the browser test"
 	@echo "make image-test   build the container image and run the dashboard and the worker from it (docs/deploy.md)"
 
@@ -36,8 +36,10 @@ run: setup
 test: setup browser
 	$(PY) -m pytest -q
 
+# The figures with rollups (docs/performance.md sections 5 and 6); `python -m bench --help` for the others.
 bench: setup
-	$(PY) -m bench
+	$(PY) -m bench rollups
+	$(PY) -m bench load
 
 # The browser test saves a screenshot of every page; here into docs/ instead of a temporary folder.
 screenshots: setup browser

@@ -1,10 +1,10 @@
-"""``python -m bench`` (``make bench``): what Paywatch costs at the reference volume.
+"""``python -m bench``: what Paywatch costs at the reference volume (``make bench``: modes rollups and load).
 
 Seeds (once; kept under ``.paywatch/bench/``) one year at 1,000 payments a
 day with 3 webhook events per payment and one enrollment per payment, creates
 the indexes of ``metrics/indexes.py``, then measures, depending on the mode:
 
-  snapshot   one snapshot (the default, what ``make bench`` runs): wall time
+  snapshot   one snapshot on the raw path (the default): wall time
              cold and warm, database round trips, documents examined per
              query and whether it used an index (``explain``), peak memory
   dashboard  the Overview in headless Chromium: first visit, cold and warm
@@ -14,7 +14,14 @@ the indexes of ``metrics/indexes.py``, then measures, depending on the mode:
              spike until its post reaches a fake Slack, per eval interval
   stripe     Stripe API calls per mirror sync against localstripe:
              backfill, quiet, incremental
-  all        every mode above, snapshot and dashboard on both volumes
+  rollups    with rollups built and fresh, against a running server: the
+             initial build, build_snapshot, snapshot --json wall and --raw
+             against it (do both JSONs agree), database time per dashboard
+             page, one alert cycle, the weekly report
+  load       queries and documents returned per minute on the platform's
+             database in steady state: the worker plus 1 or 10 dashboards
+  all        snapshot, dashboard, alerts and stripe; snapshot and dashboard
+             on both volumes
   seed       seed the volume(s) and stop (also: --seed-only)
 
 Figures go to stdout as JSON (progress to stderr) and, with ``--write``, to
@@ -33,7 +40,7 @@ from pathlib import Path
 
 from bench import common
 
-MODES = ("snapshot", "dashboard", "alerts", "stripe", "all", "seed")
+MODES = ("snapshot", "dashboard", "alerts", "stripe", "rollups", "load", "all", "seed")
 DEFAULT_INTERVALS = (60.0, 5.0)
 
 
@@ -61,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc = __doc__.replace("``", "").split("\n\n")
     parser = argparse.ArgumentParser(
         prog="python -m bench", description=doc[0] + "\n\n" + doc[1] + "\n\n" + doc[2],
-        epilog="Examples: python -m bench (= make bench); python -m bench all --write; "
+        epilog="Examples: make bench (= python -m bench rollups, then load); python -m bench all --write; "
                "python -m bench snapshot --volume demo; python -m bench alerts --latency-only --interval 5. "
                "Delete .paywatch/bench to seed the reference volume again.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -88,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stripe: payments in localstripe before the backfill sync (default 1000)")
     parser.add_argument("--new", type=_positive_int, default=100,
                         help="stripe: payments added before the incremental sync (default 100)")
+    parser.add_argument("--no-raw", action="store_true", help="rollups: skip snapshot --raw (minutes at the reference volume)")
+    parser.add_argument("--rebuild", action="store_true", help="rollups: build the rollups again even when built")
+    parser.add_argument("--dashboards", type=_positive_int, action="append", metavar="N",
+                        help="load: open dashboards sharing one Streamlit process; repeat for several (default: 1 and 10)")
     parser.add_argument("--write", action="store_true",
                         help="also write bench-results/<mode>.json and bench-results/latest.json")
     parser.add_argument("--seed-only", action="store_true", help="seed the volume(s) and stop (same as: seed)")
@@ -138,18 +149,36 @@ def run_seed(args, results: dict, mode: str) -> None:
     results["seed"] = {v.name: common.seed_volume(v) for v in volumes(args, mode)}
 
 
+def run_rollups(args, results: dict, mode: str) -> None:
+    from bench import rollups_bench
+
+    results["rollups"] = {v.name: rollups_bench.measure(v, args.runs, raw=not args.no_raw, rebuild=args.rebuild)
+                          for v in volumes(args, mode)}
+
+
+def run_load(args, results: dict, mode: str) -> None:
+    from bench import rollups_bench
+
+    results["load"] = {v.name: rollups_bench.steady_load(v, tuple(args.dashboards or (1, 10)))
+                       for v in volumes(args, mode)}
+
+
 RUNNERS = {"snapshot": run_snapshot, "dashboard": run_dashboard, "alerts": run_alerts, "stripe": run_stripe}
+EXTRA = {"rollups": run_rollups, "load": run_load}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mode = "seed" if args.seed_only else args.mode
+    if mode in ("rollups", "load"):
+        from bench.rollups_bench import traffic_log
+        traffic_log()  # before any client exists, so it sees every one
     results: dict = {"machine": common.machine()}
     if mode == "seed":
         run_seed(args, results, mode)
     else:
         for name in (RUNNERS if mode == "all" else (mode,)):
-            RUNNERS[name](args, results, mode)
+            {**RUNNERS, **EXTRA}[name](args, results, mode)
     results["machine_after"] = {"load_average": common.machine()["load_average"]}
     print(json.dumps(results, indent=2, default=str))
     if args.write:

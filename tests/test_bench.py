@@ -115,3 +115,48 @@ def test_a_snapshot_on_a_tiny_volume_is_seeded_measured_and_explained(tmp_path):
     # The server it started for the measurement is gone; the seeded files stay for the next run.
     assert not (volume.home / "mongo.json").exists()
     assert (volume.home / "db").exists()
+
+
+def test_the_rollups_and_load_modes_are_offered_with_their_options():
+    args = build_parser().parse_args(["load", "--dashboards", "1", "--dashboards", "10", "--days", "30"])
+    assert (args.mode, args.dashboards, args.days) == ("load", [1, 10], 30)
+    args = build_parser().parse_args(["rollups", "--no-raw", "--rebuild"])
+    assert (args.mode, args.no_raw, args.rebuild) == ("rollups", True, True)
+
+
+def test_snapshots_are_compared_exactly_except_their_p95s_which_are_set_side_by_side():
+    from bench.rollups_bench import compare_snapshots
+
+    raw = {"at": "x", "payments": {"24h": {"count": 5, "processing_ms": {"p95": 100, "max": 9}}}, "list": [1, 2]}
+    same = {"at": "x", "payments": {"24h": {"count": 5, "processing_ms": {"p95": 98, "max": 9}}}, "list": [1, 2]}
+    result = compare_snapshots(same, raw)
+    assert result["equal_except_p95"] and result["differ"] == []
+    assert result["p95"] == [{"path": "payments.24h.processing_ms.p95", "rollups": 98, "raw": 100,
+                              "relative_gap": 0.02}]
+    off = {"at": "x", "payments": {"24h": {"count": 6, "processing_ms": {"p95": 100}}}, "list": [1, 3]}
+    differ = compare_snapshots(off, raw)["differ"]
+    assert [d["path"] for d in differ] == ["list[1]", "payments.24h.count", "payments.24h.processing_ms.max"]
+
+
+def test_the_traffic_log_counts_commands_and_returned_documents_per_collection(mongo_uri, db_names):
+    from bench.rollups_bench import TrafficLog
+
+    log = TrafficLog()
+    client = MongoClient(mongo_uri, tz_aware=True, event_listeners=[log])
+    try:
+        db = client[db_names[0]]
+        db["payments"].insert_many([{"n": i} for i in range(30)])
+        db["other"].insert_one({"n": 1})
+        with log.counting():
+            list(db["payments"].find({"n": {"$lt": 25}}, batch_size=10))  # find + 2 getMore
+            list(db["payments"].aggregate([{"$match": {"n": {"$gte": 28}}}]))
+            db["other"].find_one({})
+        db["payments"].find_one({})  # after counting: not counted
+    finally:
+        client.close()
+    rows = {(r["collection"], r["command"]): (r["commands"], r["documents_returned"]) for r in log.table()}
+    assert all(r["server_s"] >= 0 for r in log.table())  # the driver's timing of each command, summed
+    assert rows == {("payments", "find"): (1, 10), ("payments", "getMore"): (2, 15),
+                    ("payments", "aggregate"): (1, 2), ("other", "find"): (1, 1)}
+    assert log.totals(db_names[0]) == {"commands": 5, "documents_returned": 28}
+    assert log.table(per=5)[0]["commands"] == round(rows[("other", "find")][0] / 5, 2)
