@@ -32,7 +32,7 @@ from metrics.quality import data_quality
 from metrics.settings import Settings
 from metrics.stripe import reconcile
 from metrics.stripe.store import MirrorStore
-from metrics.system import database_health
+from metrics.system import database_health, embedded_storage_path
 from metrics.targets import Status, Target, targets
 from metrics.windows import Window, utc
 from reports import alert_review
@@ -516,7 +516,7 @@ def _system_section(ctx: _Context) -> Section:
     else:
         notes.append("API probe: not available (no probe results in this period; set PAYWATCH_HEALTH_URL "
                      "and the alert worker probes it).")
-    health = database_health(ctx.src, ctx.settings.embedded)
+    health = database_health(ctx.src, ctx.settings.embedded, embedded_storage_path(ctx.settings))
     conns, storage = health.get("connections") or {}, health.get("storage") or {}
     figures += [
         Figure("system.connections", "Database connections (now)", "count", conns.get("current"), comparable=False),

@@ -12,7 +12,7 @@ from metrics import format as fmt
 from metrics.catalogue import rate
 from metrics.probe import probe_summary
 from metrics.quality import data_quality
-from metrics.system import database_health
+from metrics.system import database_health, embedded_storage_path
 
 SECTIONS = ("Payments", "Webhooks", "Enrollments", "System Health")
 
@@ -194,7 +194,8 @@ def disk_usage(storage: dict) -> float | None:
 
 
 def render_system(view: View) -> None:
-    health = view.get(database_health, view.settings.embedded, slow=True, tells_health=False)
+    health = view.get(database_health, view.settings.embedded, embedded_storage_path(view.settings),
+                      slow=True, tells_health=False)
     probe = view.state(probe_summary, view.window) if view.settings.health_url else None
     worker = view.worker()
     connections = dig(health, "connections") or {}

@@ -14,7 +14,7 @@ from metrics.catalogue import rate
 from metrics.db import state_db
 from metrics.probe import probe_once, probe_summary, record_probe
 from metrics.quality import data_quality
-from metrics.system import database_health
+from metrics.system import database_health, embedded_storage_path
 from metrics.windows import Window
 
 
@@ -80,7 +80,8 @@ def render_probe(view: View) -> None:
 
 def render_database(view: View) -> None:
     st.subheader("Database", anchor=False, divider="gray")
-    health = view.get(database_health, view.settings.embedded, slow=True, tells_health=False)
+    health = view.get(database_health, view.settings.embedded, embedded_storage_path(view.settings),
+                      slow=True, tells_health=False)
     if health is None:
         st.caption("Not available.")
         return
