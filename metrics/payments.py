@@ -8,6 +8,7 @@ and returns plain data.  Everything is computed in the database.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Iterable
 
 from metrics.catalogue import rate
 from metrics.db import Source
@@ -59,20 +60,25 @@ def window_summary(src: Source, window: Window, currencies: tuple[str, ...] = ()
     taken), as in the spec's example, so a script can read ``revenue.usd``.
     """
     rows = src.aggregate("payments", window_summary_pipeline(window, src.schema))[0]
+    counts = [(row["_id"]["status"], row["_id"]["currency"], row["count"], int(row["amount"])) for row in rows["by_status"]]
+    return summary_block(counts, refund_count(src, window), read_duration_stats(rows["processing"]), currencies)
+
+
+def summary_block(counts: Iterable[tuple[str, str, int, int]], refunds: int, processing: dict,
+                  currencies: tuple[str, ...] = ()) -> dict:
+    """The payment block from ``(status, currency, count, amount)`` rows: one shape, raw or from rollups."""
     succeeded = failed = 0
     revenue: dict[str, int] = dict.fromkeys(currencies, 0)
     succeeded_by_currency: dict[str, int] = {}
     by_status: dict[str, int] = {}
-    for row in rows["by_status"]:
-        status, currency = row["_id"]["status"], row["_id"]["currency"]
-        by_status[status] = by_status.get(status, 0) + row["count"]
+    for status, currency, n, amount in counts:
+        by_status[status] = by_status.get(status, 0) + n
         if status in SUCCEEDED_STATUSES:
-            succeeded += row["count"]
-            revenue[currency] = revenue.get(currency, 0) + int(row["amount"])
-            succeeded_by_currency[currency] = succeeded_by_currency.get(currency, 0) + row["count"]
+            succeeded += n
+            revenue[currency] = revenue.get(currency, 0) + amount
+            succeeded_by_currency[currency] = succeeded_by_currency.get(currency, 0) + n
         elif status == "failed":
-            failed += row["count"]
-    refunds = refund_count(src, window)
+            failed += n
     return {
         "succeeded": succeeded,
         "failed": failed,
@@ -84,7 +90,7 @@ def window_summary(src: Source, window: Window, currencies: tuple[str, ...] = ()
         },
         "refunds": refunds,
         "refund_rate": rate("refund_rate", refunds=refunds, succeeded=succeeded),
-        "processing_ms": read_duration_stats(rows["processing"]),
+        "processing_ms": processing,
         "by_status": dict(sorted(by_status.items())),
     }
 

@@ -46,15 +46,20 @@ def window_summary_pipeline(window: Window, schema: Schema) -> list[dict]:
 def window_summary(src: Source, window: Window) -> dict:
     """The spec's webhook block for one window (``webhooks.24h`` in the snapshot)."""
     rows = src.aggregate("webhook_events", window_summary_pipeline(window, src.schema))[0]
-    counts = {row["_id"]: row["count"] for row in rows["by_status"]}
+    return summary_block({row["_id"]: row["count"] for row in rows["by_status"]},
+                         read_duration_stats(rows["processing"]), read_duration_stats(rows["delivery_lag"]))
+
+
+def summary_block(counts: dict[str, int], processing: dict, delivery_lag: dict) -> dict:
+    """The webhook block from counts by status: one shape, raw or from rollups."""
     processed, failed = counts.get("processed", 0), counts.get("failed", 0)
     return {
         "received": sum(counts.values()),
         "processed": processed,
         "failed": failed,
         "failure_rate": rate("webhook_failure_rate", failed=failed, processed=processed),
-        "processing_ms": read_duration_stats(rows["processing"]),
-        "delivery_lag_ms": read_duration_stats(rows["delivery_lag"]),
+        "processing_ms": processing,
+        "delivery_lag_ms": delivery_lag,
     }
 
 

@@ -13,13 +13,14 @@ yet is answered from the raw documents.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable
 
 from metrics.catalogue import rate
+from metrics.payments import summary_block as payments_block
 from metrics.rollups import buckets as bk
 from metrics.rollups.buckets import Bucket, Hist
 from metrics.rollups.store import SERIES, fold_partial
 from metrics.schema import SUCCEEDED_STATUSES
+from metrics.webhooks import summary_block as webhooks_block
 from metrics.windows import Window
 
 
@@ -99,24 +100,9 @@ def _outcomes(b: Bucket) -> tuple[int, int, dict[str, int], dict[str, int], dict
 
 def payments_window_summary(src, window: Window, currencies: tuple[str, ...] = ()) -> dict:
     b = one(src, "payments", window)
-    succeeded, failed, taken, succeeded_by, by_status = _outcomes(b)
-    revenue = dict.fromkeys(currencies, 0)
-    for cur, amount in taken.items():
-        revenue[cur] = revenue.get(cur, 0) + amount
-    refunds = payments_refund_count(src, window)
-    return {
-        "succeeded": succeeded,
-        "failed": failed,
-        "success_rate": rate("payment_success_rate", succeeded=succeeded, failed=failed),
-        "revenue": dict(sorted(revenue.items())),
-        "avg_transaction_value": {
-            cur: round(revenue[cur] / succeeded_by[cur], 2) if succeeded_by.get(cur) else 0 for cur in sorted(revenue)
-        },
-        "refunds": refunds,
-        "refund_rate": rate("refund_rate", refunds=refunds, succeeded=succeeded),
-        "processing_ms": duration_stats(_hist(b, "processing")),
-        "by_status": dict(sorted(by_status.items())),
-    }
+    amounts = _sums(b, "status")
+    counts = [(status, cur, n, amounts.get((status, cur), 0)) for (status, cur), n in _counter(b, "status").items()]
+    return payments_block(counts, payments_refund_count(src, window), duration_stats(_hist(b, "processing")), currencies)
 
 
 def payments_refund_count(src, window: Window) -> int:
@@ -141,16 +127,8 @@ def payments_revenue_by_period(src, periods: dict[str, Window], currencies: tupl
 
 def webhooks_window_summary(src, window: Window) -> dict:
     b = one(src, "webhooks", window)
-    counts = {status: n for (status,), n in _counter(b, "status").items()}
-    processed, failed = counts.get("processed", 0), counts.get("failed", 0)
-    return {
-        "received": sum(counts.values()),
-        "processed": processed,
-        "failed": failed,
-        "failure_rate": rate("webhook_failure_rate", failed=failed, processed=processed),
-        "processing_ms": duration_stats(_hist(b, "processing")),
-        "delivery_lag_ms": duration_stats(_hist(b, "delivery_lag")),
-    }
+    return webhooks_block({status: n for (status,), n in _counter(b, "status").items()},
+                         duration_stats(_hist(b, "processing")), duration_stats(_hist(b, "delivery_lag")))
 
 
 # -- enrollments ---------------------------------------------------------------
@@ -364,8 +342,3 @@ def _order(value) -> tuple:
     if isinstance(value, str):
         return (2, value)
     return (4, str(value))
-
-
-FIGURES: dict[str, Callable] = {name: fn for name, fn in globals().items()
-                                if callable(fn) and name.split("_", 1)[0] in
-                                ("payments", "webhooks", "enrollments", "quality", "series") and "_" in name}
