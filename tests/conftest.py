@@ -112,6 +112,19 @@ def src(settings, src_mode):
 
 
 @pytest.fixture
+def env(monkeypatch, mongo_uri, db_names):
+    """A page's configuration through the environment, as in production: this test's databases.
+
+    Page tests that need more (a seeded database, a time zone) override it.
+    """
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("PAYWATCH_SOURCE_DB", db_names[0])
+    monkeypatch.setenv("PAYWATCH_DB", db_names[1])
+    monkeypatch.setenv("PAYWATCH_SERVER_SELECTION_TIMEOUT_MS", "1500")
+    return monkeypatch
+
+
+@pytest.fixture
 def fresh_streamlit():
     """For tests that run Streamlit in this process: empty caches and re-read settings, before and after."""
     import streamlit as st

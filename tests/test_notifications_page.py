@@ -25,15 +25,6 @@ def _fresh(fresh_streamlit):
     """Empty caches and re-read settings before and after each test (tests/conftest.py)."""
 
 
-@pytest.fixture
-def env(monkeypatch, mongo_uri, db_names):
-    monkeypatch.setenv("MONGODB_URI", mongo_uri)
-    monkeypatch.setenv("PAYWATCH_SOURCE_DB", db_names[0])
-    monkeypatch.setenv("PAYWATCH_DB", db_names[1])
-    monkeypatch.setenv("PAYWATCH_SERVER_SELECTION_TIMEOUT_MS", "1500")
-    return monkeypatch
-
-
 def message(rule: str, title: str) -> dict:
     return {"kind": "firing", "reason": "first", "rule_id": rule, "subject": "EUR", "severity": "warning",
             "title": title, "headline": f"{title}: 12 (threshold > 10)", "fields": [], "details": [],

@@ -27,13 +27,10 @@ def _fresh(fresh_streamlit):
 
 
 @pytest.fixture
-def env(monkeypatch, mongo_uri, db_names):
-    monkeypatch.setenv("MONGODB_URI", mongo_uri)
-    monkeypatch.setenv("PAYWATCH_SOURCE_DB", db_names[0])
-    monkeypatch.setenv("PAYWATCH_DB", db_names[1])
-    monkeypatch.setenv("PAYWATCH_TIMEZONE", "Europe/Berlin")
-    monkeypatch.setenv("PAYWATCH_SERVER_SELECTION_TIMEOUT_MS", "1500")
-    return monkeypatch
+def env(env):
+    """The shared page environment (tests/conftest.py), with local weeks in Berlin."""
+    env.setenv("PAYWATCH_TIMEZONE", "Europe/Berlin")
+    return env
 
 
 @pytest.fixture

@@ -21,15 +21,6 @@ def _fresh(fresh_streamlit):
     """Empty caches and re-read settings before and after each test (tests/conftest.py)."""
 
 
-@pytest.fixture
-def env(monkeypatch, mongo_uri, db_names):
-    monkeypatch.setenv("MONGODB_URI", mongo_uri)
-    monkeypatch.setenv("PAYWATCH_SOURCE_DB", db_names[0])
-    monkeypatch.setenv("PAYWATCH_DB", db_names[1])
-    monkeypatch.setenv("PAYWATCH_SERVER_SELECTION_TIMEOUT_MS", "1500")
-    return monkeypatch
-
-
 def beat(state, age_s: float, **fields) -> None:
     state["heartbeats"].replace_one(
         {"_id": "worker"},
