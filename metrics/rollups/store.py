@@ -273,7 +273,10 @@ class Rollups:
         return self.state[META].find_one({"_id": collection})
 
     def ready(self, collection: str) -> bool:
-        meta = self.meta(collection)
+        return self._current(self.meta(collection))
+
+    def _current(self, meta: dict | None) -> bool:
+        """Built, in this format, for this schema mapping."""
         return bool(meta and meta.get("built_at") and meta.get("version") == FORMAT_VERSION
                     and meta.get("schema") == self.hash)
 
@@ -537,14 +540,12 @@ class Rollups:
         now = datetime.now(timezone.utc)
         for key in COLLECTIONS:
             meta = self.meta(key)
-            if (trust_s and meta and meta.get("refreshed_at") and key in self._ready
-                    and now - bk.utc(meta["refreshed_at"]) < timedelta(seconds=trust_s)
-                    and meta.get("version") == FORMAT_VERSION and meta.get("schema") == self.hash):
+            if (trust_s and key in self._ready and self._current(meta) and meta.get("refreshed_at")
+                    and now - bk.utc(meta["refreshed_at"]) < timedelta(seconds=trust_s)):
                 self._close(key)  # when this process follows again, it resumes from the shared token
                 out[key] = "trusted"
                 continue
-            if not (meta and meta.get("built_at") and meta.get("version") == FORMAT_VERSION
-                    and meta.get("schema") == self.hash):
+            if not self._current(meta):
                 why = "missing" if not meta else "stale format or schema"
                 log.info("rollups: building %s (%s)", key, why)
                 built = self.build([key])
