@@ -239,7 +239,8 @@ def test_the_worker_process_serves_healthz_readyz_and_metrics_and_stops_cleanly(
         while True:
             try:
                 response = requests.get(f"{url}/healthz", timeout=5)
-                if response.status_code == 200:
+                # 200 "starting" comes first; the healthcheck below needs a finished cycle ("ok").
+                if response.status_code == 200 and response.json()["status"] == "ok":
                     break
             except requests.ConnectionError:
                 pass
