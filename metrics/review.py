@@ -7,7 +7,10 @@ also shows (decline code, specialist, time buckets) live in
 ``metrics/series.py``; these are the ones nobody else draws.
 
 Same shape as the other metric modules: a named ``*_pipeline`` builder per
-query, computed in the database, starting from ``valid_stages``.
+query, computed in the database, starting from ``valid_stages``.  The two
+hourly breakdowns answer from the rollups when the Source carries them
+(``metrics/rollups/figures.py``); the largest failed payments are an indexed
+read of the week's failed payments, which grows with the week, not the history.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 from metrics.db import Source
 from metrics.payments import _currency, _minor_units
 from metrics.quality import valid_stages
+from metrics.rollups import rolled_up
 from metrics.schema import SUCCEEDED_STATUSES, Schema
 from metrics.stats import PERCENTILE, duration_ms, ratio
 from metrics.stats import _number as stat_number
@@ -40,6 +44,7 @@ def failures_by_hour_pipeline(window: Window, schema: Schema, tz: str) -> list[d
     ]
 
 
+@rolled_up
 def failures_by_hour(src: Source, window: Window, tz: str) -> list[dict]:
     """``[{"weekday": 1..7 (Monday = 1), "hour": 0..23, "failed", "decided", "failure_rate"}]``,
     only the (weekday, hour) cells that had a decided payment."""
@@ -100,6 +105,7 @@ def webhook_hours_pipeline(window: Window, schema: Schema, tz: str, limit: int) 
     ]
 
 
+@rolled_up
 def worst_webhook_hours(src: Source, window: Window, tz: str, limit: int = 5) -> list[dict]:
     """``[{"hour": start (UTC), "received", "processed", "failed", "failure_rate", "processing_p95_ms"}]``."""
     rows = src.aggregate("webhook_events", webhook_hours_pipeline(window, src.schema, tz, limit))

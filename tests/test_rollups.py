@@ -423,3 +423,27 @@ def test_a_day_written_before_it_ended_is_summed_from_its_hours_when_read(platfo
     assert strip_p95(payments.window_summary(fast, window, ("usd",))) == \
         strip_p95(payments.window_summary(raw, window, ("usd",)))
     assert buckets.find_one({"s": "payments", "l": "1d", "t": day})["b"] != {}
+
+
+@pytest.mark.parametrize("zone, at", [("Asia/Kolkata", AT), ("America/New_York", datetime(2026, 11, 5, 9, 7, tzinfo=UTC))])
+def test_the_weekly_reviews_breakdowns_come_from_the_rollups_and_equal_the_raw_ones(platform_db, make_settings,
+                                                                                  monkeypatch, zone, at):
+    """Failures per local (weekday, hour) and the worst webhook hours, over a week (and across the end of DST)."""
+    from metrics import review
+    from metrics.windows import Window
+    settings = make_settings(timezone=zone)
+    mixed_platform(platform_db, at=at, days=12)
+    raw = source(settings)
+    fast = rolled(raw, settings)
+    midnight = at.astimezone(settings.tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    week = Window((midnight - timedelta(days=7)).astimezone(UTC), midnight.astimezone(UTC))
+    want_hours = review.failures_by_hour(raw, week, zone)
+    want_worst = review.worst_webhook_hours(raw, week, zone, 5)
+    assert sum(r["failed"] for r in want_hours) > 10 and len(want_worst) == 5
+    # From the rollups the raw week is never aggregated.
+    monkeypatch.setattr(review, "failures_by_hour_pipeline", None)
+    monkeypatch.setattr(review, "webhook_hours_pipeline", None)
+    assert review.failures_by_hour(fast, week, zone) == want_hours
+    got_worst = review.worst_webhook_hours(fast, week, zone, 5)
+    assert strip_p95(got_worst) == strip_p95(want_worst)
+    assert [r["hour"] for r in got_worst] == [r["hour"] for r in want_worst]

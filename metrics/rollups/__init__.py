@@ -46,7 +46,8 @@ def rolled_up(raw: Callable) -> Callable:
 
 _COLLECTIONS_OF = {"payments": ("payments",), "webhooks": ("webhook_events",), "enrollments": ("enrollments",),
                    "quality": ("payments", "enrollments", "webhook_events"),
-                   "series": ("payments", "enrollments", "webhook_events"), "signals": ("payments",)}
+                   "series": ("payments", "enrollments", "webhook_events"), "signals": ("payments",),
+                   "review": ("payments", "webhook_events")}
 
 
 def attach(src: Source, settings: Settings, *, refresh: bool = True, progress: bool = False,

@@ -288,6 +288,40 @@ def series_amount_histogram(src, window: Window, currency: str, statuses: tuple[
     return bands
 
 
+# -- the weekly review ------------------------------------------------------------
+
+def review_failures_by_hour(src, window: Window, tz: str) -> list[dict]:
+    """As ``metrics.review.failures_by_hour``: the window's local hours, summed per (weekday, hour)."""
+    from metrics.series import zone
+    from metrics.stats import ratio
+    cells: dict[tuple[int, int], list[int]] = {}
+    for start, b in _chart(src, "payments", window, tz, "hour")[1]:
+        succeeded, failed, *_ = _outcomes(b)
+        if succeeded + failed:
+            local = start.astimezone(zone(tz))
+            cell = cells.setdefault((local.isoweekday(), local.hour), [0, 0])
+            cell[0] += failed
+            cell[1] += succeeded + failed
+    return [{"weekday": weekday, "hour": hour, "failed": failed, "decided": decided,
+             "failure_rate": ratio(failed, decided)} for (weekday, hour), (failed, decided) in sorted(cells.items())]
+
+
+def review_worst_webhook_hours(src, window: Window, tz: str, limit: int = 5) -> list[dict]:
+    """As ``metrics.review.worst_webhook_hours``: most failed first, then the slowest p95 (none last)."""
+    from metrics.stats import ratio
+    rows = []
+    for start, b in _chart(src, "webhooks", window, tz, "hour")[1]:
+        counts = {status: n for (status,), n in _counter(b, "status").items()}
+        if not sum(counts.values()):
+            continue
+        processed, failed = counts.get("processed", 0), counts.get("failed", 0)
+        rows.append({"hour": start, "received": sum(counts.values()), "processed": processed, "failed": failed,
+                     "failure_rate": ratio(failed, processed + failed),
+                     "processing_p95_ms": duration_stats(_hist(b, "processing"))["p95"]})
+    slowest = lambda r: -r["processing_p95_ms"] if r["processing_p95_ms"] is not None else float("inf")  # noqa: E731
+    return sorted(rows, key=lambda r: (-r["failed"], slowest(r), r["hour"]))[:limit]
+
+
 # -- alert signals ---------------------------------------------------------------
 
 def signals_payment_outcomes(src, window: Window, split: str | None = None) -> dict[str, dict]:
