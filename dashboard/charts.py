@@ -1,21 +1,25 @@
-"""Plotly figures with titles, units and readable axes: one look for every page.
+"""Plotly figures and tables with titles, units and readable axes: one look for every page.
 
-Times arrive as aware UTC datetimes and are drawn as local wall-clock times
-of the configured zone (Plotly ignores offsets), with the zone in the axis
-title.  Durations are drawn in seconds, rates as percentages, money in
-major units with the currency's symbol.
+A time chart takes a series as a DataFrame (``metrics.frames.series_frame``:
+one row per bucket, indexed by its start in the configured zone) and the
+names of its columns.  Times are drawn as local wall-clock times (Plotly
+ignores offsets), with the zone in the axis title.  Values arrive in the
+series' units and are drawn in people's: durations in milliseconds are drawn
+in seconds, money in minor units in major units with the currency's symbol
+(the axis says how: its ``scale``), rates as percentages.  A missing value
+is a gap in the line, never 0.
 """
 
 from __future__ import annotations
 
 import html
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from metrics.format import SYMBOLS, ZERO_DECIMAL, currency_code
+from metrics.frames import column, local_index
 
 HEIGHT = 320
 CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"]}
@@ -24,7 +28,7 @@ GOOD, BAD, NEUTRAL, MUTED = "#2e9e5b", "#d64545", "#3b6fd4", "#9aa4b2"
 RATE = {"tickformat": ".0%", "hover": ".2%"}  # rates near 100% (success): the axis shows the top band
 FAILURE_RATE = {"tickformat": ".1%", "hover": ".2%"}  # rates near 0%: the axis starts at 0
 COUNT = {"tickformat": ",d", "hover": ",d"}
-SECONDS = {"tickformat": ",.1f", "ticksuffix": " s", "hover": ",.2f"}
+SECONDS = {"tickformat": ",.1f", "ticksuffix": " s", "hover": ",.2f", "scale": 1000}  # from milliseconds
 
 
 def label(text: object) -> str:
@@ -34,22 +38,22 @@ def label(text: object) -> str:
 
 
 def money_axis(currency: object) -> dict:
+    """Amounts in minor units (cents) drawn in major units with the currency's symbol ($12.34)."""
     cur = currency_code(currency)
     symbol = SYMBOLS.get(cur, "")
     digits = 0 if cur in ZERO_DECIMAL else 2
     return {"tickformat": ",.0f", "tickprefix": symbol, "hover": f",.{digits}f", "hoverprefix": symbol,
-            "ticksuffix": "" if symbol else f" {label(cur.upper())}"}
+            "ticksuffix": "" if symbol else f" {label(cur.upper())}", "scale": minor_units(cur)}
+
+
+def minor_units(currency: object) -> int:
+    """Minor units in one major unit: 100 cents in a dollar, 1 for a zero-decimal currency (the yen)."""
+    return 1 if currency_code(currency) in ZERO_DECIMAL else 100
 
 
 def major(minor: float | None, currency: object) -> float | None:
     """Minor units (cents) to the amount people read ($12.34)."""
-    if minor is None:
-        return None
-    return minor if currency_code(currency) in ZERO_DECIMAL else minor / 100
-
-
-def local_times(rows: list[dict], tz: ZoneInfo, key: str = "bucket") -> list[datetime]:
-    return [row[key].astimezone(tz).replace(tzinfo=None) for row in rows]
+    return None if minor is None else minor / minor_units(currency)
 
 
 def _layout(fig: go.Figure, title: str, y_title: str, axis: dict, x_title: str | None,
@@ -86,11 +90,18 @@ def _count_ticks(top: float) -> dict:
     return {"dtick": 1} if top <= 8 else {"dtick": 2} if top <= 16 else {}
 
 
-def time_chart(rows: list[dict], tz: ZoneInfo, traces: list[tuple[str, list[float | None], str]], *,
+def time_chart(frame: pd.DataFrame, traces: list[tuple[str, str, str]], *,
                title: str, y_title: str, axis: dict, kind: str = "line", stacked: bool = False,
                line: tuple[float, str] | None = None) -> go.Figure:
-    """Values per time bucket: ``traces`` are (name, values, colour); ``line`` a target (value, label)."""
-    x = local_times(rows, tz)
+    """Values per time bucket of a series frame: ``traces`` are (name, column, colour); ``line`` a
+    target (value, label).  Values and the target are in the series' units, divided by the axis's
+    ``scale`` to draw; a missing value (or a missing column) is a gap."""
+    x = local_index(frame)
+    scale = axis.get("scale", 1)
+    traces = [(name, [None if v is None else v / scale for v in column(frame, key)], colour)
+              for name, key, colour in traces]
+    if line is not None:
+        line = (line[0] / scale, line[1])
     fig = go.Figure()
     hover = f"%{{y:{axis['hover']}}}"
     if axis.get("hoverprefix"):
@@ -115,7 +126,7 @@ def time_chart(rows: list[dict], tz: ZoneInfo, traces: list[tuple[str, list[floa
         fig.add_hline(y=value, line_dash="dash", line_color=BAD, line_width=1.5,
                       annotation_text=label(text), annotation_position="bottom right",
                       annotation_font_color=BAD)
-    _layout(fig, title, y_title, axis, f"Time ({tz.key})", everything, line[0] if line else None)
+    _layout(fig, title, y_title, axis, f"Time ({frame.index.tz})", everything, line[0] if line else None)
     return fig
 
 
@@ -157,6 +168,13 @@ def funnel_chart(stages: list[tuple[str, int]], *, title: str) -> go.Figure:
 
 def show(fig: go.Figure, key: str | None = None) -> None:
     st.plotly_chart(fig, config=CONFIG, theme="streamlit", key=key)
+
+
+def table(frame: pd.DataFrame, width: str = "stretch", **options) -> None:
+    """A frame as a table without its index; every time column as ``26 Nov 14:05:30`` (its zone's time)."""
+    times = {name: st.column_config.DatetimeColumn(format="D MMM HH:mm:ss")
+             for name in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[name])}
+    st.dataframe(frame, hide_index=True, width=width, column_config=times or None, **options)
 
 
 def empty(title: str, why: str) -> None:

@@ -25,11 +25,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 
+import pandas as pd
 import streamlit as st
 from pymongo.errors import PyMongoError
 
 from metrics import format as fmt
 from metrics.db import DataSourceSlow, DataSourceUnavailable, source, state_db
+from metrics.frames import series_frame
 from metrics.redact import describe
 from metrics.rollups import live_source
 from metrics.settings import Settings, SettingsError, get_settings
@@ -512,6 +514,13 @@ class View:
             self.stale_since = min(self.stale_since or when, when)
         return value
 
+    def frame(self, fn: Callable, *args: Any) -> pd.DataFrame | None:
+        """A series, ``fn(source, *args)`` through :meth:`get`, as a DataFrame indexed by local time
+        (``metrics.frames.series_frame``): built once per page run, drawn by every chart that shows it.
+        ``None`` when it was never read."""
+        rows = self.get(fn, *args)
+        return None if rows is None else series_frame(rows, self.tz)
+
     def worker(self) -> WorkerStatus:
         """The alert worker's status, as every page shows it: its heartbeat's age from the present,
         unrounded, even on a page frozen by ``?at=`` (a sign of life is about now)."""
@@ -651,6 +660,12 @@ def money_parts(amounts: dict | None, currency: str) -> tuple[str | None, str | 
         return None, None
     others = {c: v for c, v in amounts.items() if c != currency and v}
     return fmt.money(amounts.get(currency) or 0, currency), (fmt.money_map(others) if others else None)
+
+
+def amount_text(payment: dict) -> str:
+    """A payment's amount as people read it (``$12.34``); a bare number when it names no currency."""
+    amount, currency = payment.get("amount"), payment.get("currency")
+    return fmt.money(amount, currency) if currency else fmt.count(amount)
 
 
 def dig(data: Any, *path: str) -> Any:

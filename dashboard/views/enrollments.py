@@ -9,6 +9,7 @@ from dashboard.common import View, delta_count, delta_rate, dig
 from dashboard.tiles import metric_tile
 from metrics import enrollments, payments, series
 from metrics import format as fmt
+from metrics.frames import records_frame
 
 
 def main() -> None:
@@ -52,14 +53,13 @@ def render_kpis(view: View, summary: dict | None, before: dict | None) -> None:
 
 def render_volume(view: View) -> None:
     st.subheader("New, paid and refunded", anchor=False, divider="gray")
-    buckets = view.get(series.enrollment_series, view.window, view.settings.timezone)
+    buckets = view.frame(series.enrollment_series, view.window, view.settings.timezone)
     funnel = view.get(series.enrollment_funnel, view.window)
     left, right = st.columns(2)
     with left:
-        if buckets:
+        if buckets is not None and not buckets.empty:
             charts.show(charts.time_chart(
-                buckets, view.tz, [("New", [r["created"] for r in buckets], charts.NEUTRAL),
-                                   ("Refunded", [r["refunded"] for r in buckets], charts.BAD)],
+                buckets, [("New", "created", charts.NEUTRAL), ("Refunded", "refunded", charts.BAD)],
                 title=f"Enrollments per {series.bucket_unit(view.window)}", y_title="Enrollments",
                 axis=charts.COUNT, kind="bar"))
         else:
@@ -75,24 +75,19 @@ def render_volume(view: View) -> None:
 
 def render_latency(view: View) -> None:
     st.subheader("Activation and confirmation email", anchor=False, divider="gray")
-    buckets = view.get(series.latency_series, view.window, view.settings.timezone)
-    if not buckets:
+    buckets = view.frame(series.latency_series, view.window, view.settings.timezone)
+    if buckets is None or buckets.empty:
         charts.empty("Latency", "No data for this range.")
         return
     unit = series.bucket_unit(view.window)
-
-    def seconds(key: str, stat: str) -> list[float | None]:
-        return [None if r[key][stat] is None else r[key][stat] / 1000 for r in buckets]
-
     left, right = st.columns(2)
     for column, key, name, target in ((left, "activation_ms", "Activation after payment", view.targets["activation_ms"]),
                                       (right, "email_ms", "Confirmation email after activation", view.targets["email_ms"])):
         with column:
             charts.show(charts.time_chart(
-                buckets, view.tz, [("p95", seconds(key, "p95"), charts.BAD),
-                                   ("average", seconds(key, "avg"), charts.NEUTRAL)],
+                buckets, [("p95", f"{key}.p95", charts.BAD), ("average", f"{key}.avg", charts.NEUTRAL)],
                 title=f"{name} per {unit}", y_title="Seconds", axis=charts.SECONDS,
-                line=(target.target / 1000, f"target {target.describe()}")))
+                line=(target.target, f"target {target.describe()}")))
 
 
 def render_pending(view: View) -> None:
@@ -111,12 +106,9 @@ def render_pending(view: View) -> None:
         st.markdown(f"**Stuck payments** (pending or processing for more than "
                     f"{view.settings.stuck_minutes:g} min)")
         if stuck:
-            st.dataframe(
-                [{"Created": view.local(p["createdAt"]), "Payment": p["paymentId"], "Status": p["status"],
-                  "Amount": fmt.money(p["amount"], p["currency"]) if p["currency"] else fmt.count(p["amount"]),
-                  "Customer": view.email(p["customerEmail"]), "Specialist": p["specialistId"]} for p in stuck],
-                hide_index=True, width="stretch",
-                column_config={"Created": st.column_config.DatetimeColumn(format="D MMM HH:mm:ss")})
+            charts.table(records_frame(stuck, {
+                "Created": "createdAt", "Payment": "paymentId", "Status": "status", "Amount": common.amount_text,
+                "Customer": lambda p: view.email(p["customerEmail"]), "Specialist": "specialistId"}, view.tz))
         else:
             st.caption("None." if stuck is not None else "Not available.")
 
@@ -140,10 +132,10 @@ def render_duplicates(view: View) -> None:
         st.caption("None: every customer has at most one active or pending enrollment per service."
                    if pairs is not None else "Not available.")
         return
-    # A pair's customer or service may be missing from the platform's documents: show it empty.
-    st.dataframe([{"Customer": p.get("customerId"), "Service": p.get("serviceId"), "Enrollments": p["count"],
-                   "Enrollment ids": ", ".join(str(i) for i in p.get("enrollment_ids") or [])} for p in pairs],
-                 hide_index=True, width="stretch")
+    # A pair's customer or service may be missing from the platform's documents: it shows empty.
+    charts.table(records_frame(pairs, {
+        "Customer": "customerId", "Service": "serviceId", "Enrollments": "count",
+        "Enrollment ids": lambda p: ", ".join(str(i) for i in p.get("enrollment_ids") or [])}, view.tz))
 
 
 if __name__ == "__main__":

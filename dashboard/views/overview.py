@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import common
@@ -10,6 +11,7 @@ from dashboard.tiles import metric_tile
 from metrics import enrollments, payments, series, webhooks
 from metrics import format as fmt
 from metrics.catalogue import rate
+from metrics.frames import column
 from metrics.probe import probe_summary
 from metrics.quality import data_quality
 from metrics.system import database_health, embedded_storage_path
@@ -76,8 +78,9 @@ def render_quality(view: View) -> None:
                    "and left out of every figure. See System Health.", icon=":material/rule:")
 
 
-def _values(rows: list[dict] | None, pick) -> list[float]:
-    return [v for v in (pick(r) for r in rows or []) if v is not None]
+def _trend(frame: pd.DataFrame | None, name: str) -> list[float]:
+    """A tile's sparkline: the known values of one column of a series."""
+    return [] if frame is None else [v for v in column(frame, name) if v is not None]
 
 
 def render_payments(view: View) -> None:
@@ -86,7 +89,7 @@ def render_payments(view: View) -> None:
     revenue = {**(view.get(series.revenue_with_previous, {"today": view.periods["today"]}, view.currencies, view.tz) or {}),
                **(view.get(series.revenue_with_previous, {n: view.periods[n] for n in ("week", "month")}, view.currencies, view.tz) or {})}
     stuck = view.get(payments.stuck_count, view.at, view.settings.stuck_minutes)
-    trend = view.get(series.payment_series, view.window, view.settings.timezone, None, view.currencies)
+    trend = view.frame(series.payment_series, view.window, view.settings.timezone, None, view.currencies)
     primary = common.currencies_seen(view.currencies, *(dig(revenue, n, "current") for n in ("today", "week", "month")))[0]
     t = view.targets
 
@@ -109,10 +112,10 @@ def render_payments(view: View) -> None:
         metric_tile("payment_success_rate", None if now is None else fmt.rate(now["success_rate"]),
                     delta=delta_rate(dig(now, "success_rate"), dig(before, "success_rate")),
                     target=t["payment_success_rate"], raw=dig(now, "success_rate"),
-                    trend=_values(trend, lambda r: r["success_rate"])),
+                    trend=_trend(trend, "success_rate")),
         metric_tile("failed_payments", None if now is None else fmt.count(now["failed"]),
                     delta=delta_count(dig(now, "failed"), dig(before, "failed")),
-                    trend=_values(trend, lambda r: r["failed"])),
+                    trend=_trend(trend, "failed")),
         metric_tile("refund_rate", None if now is None else fmt.rate(now["refund_rate"]),
                     delta=delta_rate(dig(now, "refund_rate"), dig(before, "refund_rate")),
                     target=t["refund_rate"], raw=dig(now, "refund_rate"),
@@ -131,7 +134,7 @@ def render_webhooks(view: View) -> None:
     now = view.get(webhooks.window_summary, view.window)
     before = view.get(webhooks.window_summary, view.previous)
     last = view.get(webhooks.last_received_at, view.at)
-    trend = view.get(series.webhook_series, view.window, view.settings.timezone)
+    trend = view.frame(series.webhook_series, view.window, view.settings.timezone)
     t = view.targets
 
     def delivery(summary):
@@ -142,7 +145,7 @@ def render_webhooks(view: View) -> None:
     view.tiles([
         metric_tile("webhooks_received", None if now is None else fmt.count(now["received"]),
                     delta=delta_count(dig(now, "received"), dig(before, "received")),
-                    trend=_values(trend, lambda r: r["received"]),
+                    trend=_trend(trend, "received"),
                     note=None if now is None else f"{fmt.count(now['failed'])} failed"),
         metric_tile("webhook_delivery_rate", None if now is None else fmt.rate(delivery(now), 2),
                     delta=delta_rate(delivery(now), delivery(before)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import charts, common
@@ -10,6 +11,7 @@ from dashboard.tiles import metric_tile
 from metrics import format as fmt
 from metrics import payments, series
 from metrics.catalogue import METRICS
+from metrics.frames import columns_under, records_frame
 
 SUCCESS_RATE = METRICS["payment_success_rate"].tile_label
 
@@ -22,7 +24,7 @@ def render() -> None:
     with View("Payments") as view:
         summary = view.get(payments.window_summary, view.window, view.currencies)
         before = view.get(payments.window_summary, view.previous, view.currencies)
-        buckets = view.get(series.payment_series, view.window, view.settings.timezone, None, view.currencies)
+        buckets = view.frame(series.payment_series, view.window, view.settings.timezone, None, view.currencies)
         currency = pick_currency(view, summary, buckets)
         render_kpis(view, summary, before, currency)
         render_revenue(view, buckets, currency)
@@ -32,9 +34,10 @@ def render() -> None:
         render_recent_failures(view)
 
 
-def pick_currency(view: View, summary: dict | None, buckets: list[dict] | None) -> str:
+def pick_currency(view: View, summary: dict | None, buckets: pd.DataFrame | None) -> str:
     """Money is never converted: the page shows one currency at a time, the others beneath."""
-    choices = common.currencies_seen(view.currencies, dig(summary, "revenue"), *(r["revenue"] for r in buckets or []))
+    revenue = None if buckets is None else columns_under(buckets, "revenue").sum().to_dict()
+    choices = common.currencies_seen(view.currencies, dig(summary, "revenue"), revenue)
     picked = st.segmented_control("Currency", choices, default=choices[0], key="payments_currency",
                                   format_func=str.upper)
     return picked if picked in choices else choices[0]
@@ -78,42 +81,39 @@ def render_kpis(view: View, summary: dict | None, before: dict | None, currency:
     view.tiles(tiles)
 
 
-def render_revenue(view: View, buckets: list[dict] | None, currency: str) -> None:
+def render_revenue(view: View, buckets: pd.DataFrame | None, currency: str) -> None:
     st.subheader("Revenue", anchor=False, divider="gray")
-    if not buckets:
+    if buckets is None or buckets.empty:
         charts.empty("Revenue over time", "No data for this range.")
         return
     left, right = st.columns(2)
     with left:
         charts.show(charts.time_chart(
-            buckets, view.tz, [("Revenue", [charts.major(r["revenue"].get(currency, 0), currency) for r in buckets],
-                                charts.NEUTRAL)],
+            buckets, [("Revenue", f"revenue.{currency}", charts.NEUTRAL)],
             title=f"Revenue per {_unit(view)} ({currency.upper()})", y_title=f"Revenue ({currency.upper()})",
             axis=charts.money_axis(currency), kind="bar"))
     with right:
         charts.show(charts.time_chart(
-            buckets, view.tz, [("Average value", [charts.major(r["avg_transaction_value"].get(currency), currency)
-                                                  for r in buckets], charts.NEUTRAL)],
+            buckets, [("Average value", f"avg_transaction_value.{currency}", charts.NEUTRAL)],
             title=f"Average transaction value ({currency.upper()})", y_title=f"Average ({currency.upper()})",
             axis=charts.money_axis(currency)))
 
 
-def render_success(view: View, buckets: list[dict] | None) -> None:
+def render_success(view: View, buckets: pd.DataFrame | None) -> None:
     st.subheader("Success and failures", anchor=False, divider="gray")
-    if not buckets:
+    if buckets is None or buckets.empty:
         charts.empty(f"{SUCCESS_RATE} over time", "No data for this range.")
         return
     target = view.targets["payment_success_rate"]
     left, right = st.columns(2)
     with left:
         charts.show(charts.time_chart(
-            buckets, view.tz, [(SUCCESS_RATE, [r["success_rate"] for r in buckets], charts.GOOD)],
+            buckets, [(SUCCESS_RATE, "success_rate", charts.GOOD)],
             title=f"{SUCCESS_RATE} per {_unit(view)}", y_title=SUCCESS_RATE, axis=charts.RATE,
             line=(target.target, f"target {target.describe()}")))
     with right:
         charts.show(charts.time_chart(
-            buckets, view.tz, [("Succeeded", [r["succeeded"] for r in buckets], charts.GOOD),
-                               ("Failed", [r["failed"] for r in buckets], charts.BAD)],
+            buckets, [("Succeeded", "succeeded", charts.GOOD), ("Failed", "failed", charts.BAD)],
             title=f"Payments per {_unit(view)}", y_title="Payments", axis=charts.COUNT, kind="bar", stacked=True))
 
 
@@ -134,13 +134,13 @@ def render_failures(view: View) -> None:
 
 def render_refunds_and_amounts(view: View, currency: str) -> None:
     st.subheader("Refunds and amounts", anchor=False, divider="gray")
-    refunds = view.get(series.refund_series, view.window, view.settings.timezone)
+    refunds = view.frame(series.refund_series, view.window, view.settings.timezone)
     histogram = view.get(series.amount_histogram, view.window, currency)
     left, right = st.columns(2)
     with left:
-        if refunds:
+        if refunds is not None and not refunds.empty:
             charts.show(charts.time_chart(
-                refunds, view.tz, [("Refunds", [r["refunds"] for r in refunds], charts.BAD)],
+                refunds, [("Refunds", "refunds", charts.BAD)],
                 title=f"Refunds per {_unit(view)} (by refund time)", y_title="Refunds", axis=charts.COUNT,
                 kind="bar"))
         else:
@@ -170,14 +170,10 @@ def render_recent_failures(view: View) -> None:
     if not rows:
         st.caption("No failed payments in this range." if rows is not None else "Not available.")
         return
-    st.dataframe(
-        [{"Created": view.local(r["createdAt"]), "Payment": r["paymentId"],
-          "Amount": fmt.money(r["amount"], r["currency"]) if r["currency"] else fmt.count(r["amount"]), "Decline code": r["failureCode"],
-          "Message": r["failureMessage"], "Customer": view.email(r["customerEmail"]),
-          "Specialist": r["specialistId"], "Service": r["serviceId"]} for r in rows],
-        hide_index=True, width="stretch",
-        column_config={"Created": st.column_config.DatetimeColumn(format="D MMM HH:mm:ss")},
-    )
+    charts.table(records_frame(rows, {
+        "Created": "createdAt", "Payment": "paymentId", "Amount": common.amount_text, "Decline code": "failureCode",
+        "Message": "failureMessage", "Customer": lambda r: view.email(r["customerEmail"]),
+        "Specialist": "specialistId", "Service": "serviceId"}, view.tz))
 
 
 def _unit(view: View) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import streamlit as st
 
-from dashboard import common
+from dashboard import charts, common
 from dashboard.common import Tile, View, dig, md
 from dashboard.tiles import metric_tile
 from metrics import format as fmt
@@ -126,8 +127,7 @@ def render_quality(view: View) -> None:
     if quality is None:
         st.caption("Not available.")
         return
-    st.dataframe([{"Collection": name, "Invalid documents": counts["invalid"]} for name, counts in quality.items()],
-                 hide_index=True)
+    charts.table(pd.DataFrame({"Collection": list(quality), "Invalid documents": [c["invalid"] for c in quality.values()]}))
     st.caption("A document is invalid when its time, status or amount is missing or of the wrong type; "
                "it is left out of every figure (docs/metrics.md).")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from dashboard import charts, common
@@ -10,6 +11,7 @@ from dashboard.tiles import metric_tile
 from metrics import format as fmt
 from metrics import series, webhooks
 from metrics.catalogue import METRICS
+from metrics.frames import records_frame
 
 # The guide's alert threshold for the webhook response time (section 4, "Webhook Monitoring").
 SLOW_WEBHOOK_KEY = "webhook_processing_ms"
@@ -24,7 +26,7 @@ def render() -> None:
     with View("Webhooks") as view:
         summary = view.get(webhooks.window_summary, view.window)
         before = view.get(webhooks.window_summary, view.previous)
-        buckets = view.get(series.webhook_series, view.window, view.settings.timezone)
+        buckets = view.frame(series.webhook_series, view.window, view.settings.timezone)
         render_kpis(view, summary, before)
         render_volume(view, buckets)
         render_timing(view, buckets)
@@ -65,50 +67,43 @@ def render_kpis(view: View, summary: dict | None, before: dict | None) -> None:
     ], per_row=3)
 
 
-def render_volume(view: View, buckets: list[dict] | None) -> None:
+def render_volume(view: View, buckets: pd.DataFrame | None) -> None:
     st.subheader("Volume and failures", anchor=False, divider="gray")
-    if not buckets:
+    if buckets is None or buckets.empty:
         charts.empty("Events received", "No data for this range.")
         return
     unit = series.bucket_unit(view.window)
-    in_flight = [r["received"] - r["processed"] - r["failed"] for r in buckets]
+    buckets = buckets.assign(in_flight=buckets["received"] - buckets["processed"] - buckets["failed"])
     left, right = st.columns(2)
     with left:
         charts.show(charts.time_chart(
-            buckets, view.tz, [("Processed", [r["processed"] for r in buckets], charts.GOOD),
-                               ("Failed", [r["failed"] for r in buckets], charts.BAD),
-                               ("In flight", in_flight, charts.MUTED)],
+            buckets, [("Processed", "processed", charts.GOOD), ("Failed", "failed", charts.BAD),
+                      ("In flight", "in_flight", charts.MUTED)],
             title=f"Events received per {unit}", y_title="Events", axis=charts.COUNT, kind="bar", stacked=True))
     with right:
         target = view.targets["webhook_delivery_rate"]
         charts.show(charts.time_chart(
-            buckets, view.tz, [(FAILURE_RATE, [r["failure_rate"] for r in buckets], charts.BAD)],
+            buckets, [(FAILURE_RATE, "failure_rate", charts.BAD)],
             title=f"{FAILURE_RATE} per {unit}", y_title=FAILURE_RATE, axis=charts.FAILURE_RATE,
             line=(1 - target.target, f"limit {fmt.rate(1 - target.target, 0)} (delivery {target.describe()})")))
 
 
-def render_timing(view: View, buckets: list[dict] | None) -> None:
+def render_timing(view: View, buckets: pd.DataFrame | None) -> None:
     st.subheader("Timing", anchor=False, divider="gray")
-    if not buckets:
+    if buckets is None or buckets.empty:
         charts.empty("Processing time", "No data for this range.")
         return
     unit = series.bucket_unit(view.window)
     slow = view.targets[SLOW_WEBHOOK_KEY]
-
-    def seconds(key: str, stat: str) -> list[float | None]:
-        return [None if r[key][stat] is None else r[key][stat] / 1000 for r in buckets]
-
     left, right = st.columns(2)
     with left:
         charts.show(charts.time_chart(
-            buckets, view.tz, [("p95", seconds("processing_ms", "p95"), charts.BAD),
-                               ("average", seconds("processing_ms", "avg"), charts.NEUTRAL)],
+            buckets, [("p95", "processing_ms.p95", charts.BAD), ("average", "processing_ms.avg", charts.NEUTRAL)],
             title=f"Processing time per {unit}", y_title="Seconds", axis=charts.SECONDS,
-            line=(slow.target / 1000, f"alert above {slow.target / 1000:g} s")))
+            line=(slow.target, f"alert above {slow.target / 1000:g} s")))
     with right:
         charts.show(charts.time_chart(
-            buckets, view.tz, [("p95", seconds("delivery_lag_ms", "p95"), charts.BAD),
-                               ("average", seconds("delivery_lag_ms", "avg"), charts.NEUTRAL)],
+            buckets, [("p95", "delivery_lag_ms.p95", charts.BAD), ("average", "delivery_lag_ms.avg", charts.NEUTRAL)],
             title=f"Delivery lag per {unit} (Stripe → platform)", y_title="Seconds", axis=charts.SECONDS))
 
 
@@ -126,13 +121,9 @@ def render_latest(view: View) -> None:
     if not events:
         st.caption("No events received yet." if events is not None else "Not available.")
         return
-    st.dataframe(
-        [{"Received": view.local(e["receivedAt"]), "Type": e["type"], "Status": e["status"],
-          "Processing": fmt.duration(e["processing_ms"]), "Event": e["eventId"], "Error": e["error"]}
-         for e in events],
-        hide_index=True, width="stretch",
-        column_config={"Received": st.column_config.DatetimeColumn(format="D MMM HH:mm:ss")},
-    )
+    charts.table(records_frame(events, {
+        "Received": "receivedAt", "Type": "type", "Status": "status",
+        "Processing": lambda e: fmt.duration(e["processing_ms"]), "Event": "eventId", "Error": "error"}, view.tz))
 
 
 if __name__ == "__main__":
