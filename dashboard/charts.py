@@ -170,11 +170,12 @@ def show(fig: go.Figure, key: str | None = None) -> None:
     st.plotly_chart(fig, config=CONFIG, theme="streamlit", key=key)
 
 
-def table(frame: pd.DataFrame, width: str = "stretch", **options) -> None:
-    """A frame as a table without its index; every time column as ``26 Nov 14:05:30`` (its zone's time)."""
+def table(frame: pd.DataFrame) -> None:
+    """A frame as a table across the page, without its index; every time column as ``26 Nov 14:05:30``
+    (in the zone its times are in: ``metrics.frames.records_frame`` puts them in the configured one)."""
     times = {name: st.column_config.DatetimeColumn(format="D MMM HH:mm:ss")
              for name in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[name])}
-    st.dataframe(frame, hide_index=True, width=width, column_config=times or None, **options)
+    st.dataframe(frame, hide_index=True, width="stretch", column_config=times or None)
 
 
 def empty(title: str, why: str) -> None:
