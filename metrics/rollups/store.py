@@ -493,8 +493,25 @@ class Rollups:
                 pass
 
     def _rebuild_invalid(self, key: str) -> None:
-        """The ids of the collection's invalid documents: one whole scan, at build time only."""
-        ids = [d["_id"] for d in self.src.coll(key).find({"$nor": [valid_filter(key, self.src.schema)]}, {"_id": 1})]
+        """The ids of the collection's invalid documents: one pass over it, at build time only.
+
+        Streamed in batches and judged here (``is_valid``, as the buckets are): a ``$nor`` of the
+        validity filter makes the server scan the whole collection before its first batch, which
+        on a year of payments outlives the socket timeout."""
+        coll = getattr(self.src.schema, key)
+        fields = (_window_field(key), "status", *(("amount",) if key == "payments" else ()))
+        total = self.src.coll(key).estimated_document_count()
+        ids, seen = [], 0
+        try:
+            for raw in self.src.coll(key).find({}, {coll[f]: 1 for f in fields}, batch_size=BUILD_BATCH,
+                                               max_time_ms=self.src.max_time_ms):
+                if not is_valid(key, {f: bk.get_path(raw, coll[f]) for f in fields}):
+                    ids.append(raw["_id"])
+                seen += 1
+                if seen % BUILD_BATCH == 0:
+                    self.progress(f"{key} validity", seen, total)
+        except PyMongoError as exc:
+            raise unavailable(exc) from exc
         self.state[INVALID].delete_many({"c": key})
         if ids:
             self.state[INVALID].insert_many([{"c": key, "d": i} for i in ids])
