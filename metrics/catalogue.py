@@ -145,7 +145,7 @@ _HOW_MANY = {">": "More than", ">=": "At least", "<": "Fewer than", "<=": "At mo
 
 
 def _noun(label: str) -> str:
-    """A label inside a sentence: ``failed payments``; an acronym keeps its capitals (``DB connections``)."""
+    """A label inside a sentence: ``failed payments``; an acronym keeps its capitals (``API probes``)."""
     return label if label[1:2].isupper() else label[:1].lower() + label[1:]
 
 
@@ -311,10 +311,10 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("memory_pct", "system", "Memory usage", "pct", "lower",
            "Average memory use the platform's health endpoint reported over the probes of the window, "
            "where it reports it; the guide alerts above 80%.", None),
-    Metric("db_connections", "system", "DB connections", "count", "neither",
+    Metric("db_connections", "system", "Database connections", "count", "neither",
            "Open connections to the database server (serverStatus.connections; needs the clusterMonitor role).",
            "system.connections.current", short="Connections"),
-    Metric("db_storage_bytes", "system", "DB storage", "bytes", "neither",
+    Metric("db_storage_bytes", "system", "Database storage", "bytes", "neither",
            "Data and indexes of the platform database on disk (dbStats storage size).",
            "system.storage.storage_bytes", short="Storage"),
     Metric("disk_usage", "system", "Disk usage", "rate", "lower",
