@@ -65,6 +65,11 @@ LOST_TOKEN = {286, 280, 260, 9, 40576, 40615}
 INVALIDATING = {"drop", "dropDatabase", "rename", "invalidate"}
 
 BUILD_BATCH = 2000
+# Every date, as a range the time field's index serves.  A range on dates matches dates only
+# (MongoDB compares within a type), so this is ``{"$type": "date"}``, which planners answer
+# with a collection scan: minutes on a year of a sparse field such as refundedAt.
+ANY_DATE = {"$gte": datetime(1, 1, 1, tzinfo=timezone.utc),
+            "$lte": datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)}
 WRITE_BATCH = 500
 VERIFY_STEP = timedelta(days=1)
 BUILD_CLAIM = timedelta(minutes=30)
@@ -137,7 +142,7 @@ def payment_times(src: Source, ids: list | None = None) -> dict:
     """``completedAt`` of valid payments that have one: of ``ids``, or of every payment (a build)."""
     p = src.schema.payments
     fields = ("createdAt", "status", "amount", "completedAt")
-    query = {p["completedAt"]: {"$type": "date"}}
+    query = {p["completedAt"]: ANY_DATE}
     if ids is not None:
         query = {"_id": {"$in": ids}, **query}
     try:
@@ -435,7 +440,7 @@ class Rollups:
             found: dict[datetime, Bucket] = {}
             seen = 0
             times = payment_times(self.src) if series.with_payment else None
-            for batch in _batches(read_valid(self.src, series, {"$type": "date"}, BUILD_BATCH), BUILD_BATCH):
+            for batch in _batches(read_valid(self.src, series, ANY_DATE, BUILD_BATCH), BUILD_BATCH):
                 if series.with_payment:
                     with_payment_times(self.src, batch, times)
                 for d in batch:
