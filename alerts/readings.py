@@ -1,6 +1,11 @@
 """The metrics a rule can watch: how each is read from ``metrics/`` and what
 its message shows when it fires.
 
+A metric that is one of the catalogue's (``metrics/catalogue.py``) is made by
+:func:`catalogued`: its label, unit, splits and definition are the
+catalogue's, written once there; only the metrics the catalogue does not have
+(the amount spike, the connections ratio, Stripe's) describe themselves here.
+
 Every metric returns one :class:`Reading` per subject (``""`` when the rule is
 not split): the value, the number of samples behind it, and numbers for the
 message.  ``explain`` adds "a sample of what is wrong" (top decline codes,
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from metrics import catalogue
 from metrics import format as fmt
 from metrics import payments, probe, signals, webhooks
 from metrics.db import DataSourceUnavailable, Source
@@ -85,6 +91,23 @@ class Metric:
     clear_needs_samples: bool = True
     # The rules whose firing holds back this metric's firing messages: its data is known missing.
     inhibited_by: tuple[str, ...] = ()
+    catalogue: str | None = None  # the catalogue metric this is (metrics/catalogue.py), which titles it
+    label: str = ""  # the catalogue's label; "" for a metric the catalogue does not have
+    title_window: str = "in"  # how the window reads in a derived title: "in 1 hour", "older than 30 minutes"
+
+
+def catalogued(key: str, read: Callable[[EvalContext, "Rule"], list[Reading]],
+               explain: Callable[[EvalContext, "Rule", Reading], list[str]], *, name: str | None = None,
+               narrower: str | None = None, **options: Any) -> Metric:
+    """The alert metric that is the catalogue's ``key``: its label, unit, splits and definition.
+
+    ``name`` when the alert metric is called otherwise (``webhook_processing_p95_ms``);
+    ``narrower`` is the definition of an alert metric that reads only part of the
+    catalogue's (duplicates *created in the window*), which therefore cannot state it.
+    """
+    m = catalogue.METRICS[key]
+    return Metric(name or key, narrower or m.definition, m.unit, read, explain, splits=m.splits,
+                  catalogue=key, label=m.label, **options)
 
 
 def format_value(unit: str, value: float | None) -> str:
@@ -112,13 +135,12 @@ def format_value(unit: str, value: float | None) -> str:
 
 
 def threshold_words(unit: str, value: float) -> str:
-    """A threshold as a title says it: ``95%``, ``10 s``, ``10``, ``3×`` (no needless decimals)."""
-    if unit == "rate":
-        return f"{value * 100:.4g}%"
-    if unit == "ms":
-        return fmt.duration(value).replace(".0 ", " ")
-    if unit == "pct":
-        return f"{value:g}%"
+    """A threshold as a title says it: ``95%``, ``10 s``, ``10``, ``3×`` (no needless decimals).
+
+    The catalogue's units read as the catalogue writes them (:func:`metrics.catalogue.amount`).
+    """
+    if unit in ("rate", "ms", "pct", "count"):
+        return catalogue.amount(unit, value)
     if unit == "ratio":
         return f"{value:g}×"
     if unit == "min":
@@ -461,33 +483,35 @@ SOURCE_DOWN, WEBHOOKS_MISSING, STRIPE_DOWN = "data_source_unavailable", "webhook
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("webhook_failure_rate", "failed / (processed + failed) webhook events received in the window", "rate",
-           read_webhook_failure_rate, explain_webhook_errors, inhibited_by=(SOURCE_DOWN, WEBHOOKS_MISSING)),
-    Metric("webhook_processing_p95_ms", "p95 of processedAt - receivedAt, events received in the window", "ms",
-           read_webhook_p95, explain_webhook_errors, inhibited_by=(SOURCE_DOWN, WEBHOOKS_MISSING)),
-    Metric("webhooks_received", "webhook events received in the window", "count",
-           read_webhooks_received, explain_webhooks_received, clear_needs_samples=False, inhibited_by=(SOURCE_DOWN,)),
-    Metric("payments_created", "payments created in the window", "count",
-           read_payments_created, explain_payments_created, clear_needs_samples=False, inhibited_by=(SOURCE_DOWN,)),
-    Metric("payment_success_rate", "succeeded / (succeeded + failed), payments created in the window", "rate",
-           read_success_rate, explain_declines, splits=signals.SPLITS, inhibited_by=(SOURCE_DOWN,)),
-    Metric("failed_payments", "failed payments created in the window", "count",
-           read_failed_payments, explain_declines, splits=signals.SPLITS, inhibited_by=(SOURCE_DOWN,)),
-    Metric("refund_rate", "refunds in the window / payments succeeded in the window", "rate",
-           read_refund_rate, explain_refunds, splits=signals.SPLITS, inhibited_by=(SOURCE_DOWN,)),
+    catalogued("webhook_failure_rate", read_webhook_failure_rate, explain_webhook_errors,
+               inhibited_by=(SOURCE_DOWN, WEBHOOKS_MISSING)),
+    catalogued("webhook_processing_ms", read_webhook_p95, explain_webhook_errors, name="webhook_processing_p95_ms",
+               inhibited_by=(SOURCE_DOWN, WEBHOOKS_MISSING)),
+    catalogued("webhooks_received", read_webhooks_received, explain_webhooks_received, clear_needs_samples=False,
+               inhibited_by=(SOURCE_DOWN,)),
+    catalogued("payments_created", read_payments_created, explain_payments_created, clear_needs_samples=False,
+               inhibited_by=(SOURCE_DOWN,)),
+    catalogued("payment_success_rate", read_success_rate, explain_declines, inhibited_by=(SOURCE_DOWN,)),
+    catalogued("failed_payments", read_failed_payments, explain_declines, inhibited_by=(SOURCE_DOWN,)),
+    catalogued("refund_rate", read_refund_rate, explain_refunds, inhibited_by=(SOURCE_DOWN,)),
     Metric("payment_amount_spike", "robust score of the average succeeded amount in the window against the "
            "same window in the previous four weeks", "score", read_amount_spike, explain_amount_spike, splits=signals.SPLITS,
            inhibited_by=(SOURCE_DOWN,)),
-    Metric("stuck_payments", "payments pending or processing created more than a window ago", "count",
-           read_stuck, explain_stuck, window_word="older than", inhibited_by=(SOURCE_DOWN, WEBHOOKS_MISSING)),
-    Metric("duplicate_enrollments", "customer/service pairs with several active or pending enrollments, "
-           "one created in the window", "count", read_duplicates, explain_duplicates, inhibited_by=(SOURCE_DOWN,)),
-    Metric("api_latency_p95_ms", "p95 latency of the health probe in the window", "ms",
-           _probe_reading(lambda s: s["latency_ms"]["p95"]), explain_probe, reads="state", needs="PAYWATCH_HEALTH_URL"),
-    Metric("api_error_rate", "failed health probes / all probes in the window", "rate",
-           _probe_reading(lambda s: s["error_rate"]), explain_probe, reads="state", needs="PAYWATCH_HEALTH_URL"),
-    Metric("memory_pct", "average memory use the health endpoint reported in the window", "pct",
-           _probe_reading(lambda s: s["memory_pct"]), explain_probe, reads="state", needs="PAYWATCH_HEALTH_URL"),
+    # The catalogue's stuck payments with the rule's window as the age (PAYWATCH_STUCK_MINUTES by default).
+    catalogued("stuck_payments", read_stuck, explain_stuck, window_word="older than", title_window="older than",
+               narrower="Payments pending or processing, whenever created, for longer than the rule's window "
+                         "(PAYWATCH_STUCK_MINUTES by default).",
+               inhibited_by=(SOURCE_DOWN, WEBHOOKS_MISSING)),
+    # The catalogue's count is every duplicate pair; an alert is about the ones that just happened.
+    catalogued("duplicate_enrollments", read_duplicates, explain_duplicates,
+               narrower="Customer and service pairs with more than one active or pending enrollment created "
+                         "in the window.", inhibited_by=(SOURCE_DOWN,)),
+    catalogued("api_latency_p95_ms", _probe_reading(lambda s: s["latency_ms"]["p95"]), explain_probe,
+               reads="state", needs="PAYWATCH_HEALTH_URL"),
+    catalogued("api_error_rate", _probe_reading(lambda s: s["error_rate"]), explain_probe, reads="state",
+               needs="PAYWATCH_HEALTH_URL"),
+    catalogued("memory_pct", _probe_reading(lambda s: s["memory_pct"]), explain_probe, reads="state",
+               needs="PAYWATCH_HEALTH_URL"),
     Metric("db_connections_ratio", "current database connections / their median over the window", "ratio",
            read_connections, explain_connections, reads="state"),
     Metric("data_source_unavailable", "1 when the platform's database did not answer this cycle", "flag",

@@ -12,9 +12,16 @@ split (one alert per currency or per specialist) and a repeat interval.
 ``paywatch.toml`` changes any field of a default rule or adds rules
 (``[alerts.rules.<id>]``).
 
-A title may name the rule's own figures: ``{threshold}``, ``{window}`` and
-``{for}`` are filled in from the rule, so a changed threshold shows in every
-title (Slack, the dashboard, the report) and never the default's.
+A rule on a metric of the catalogue (``metrics/catalogue.py``) may leave its
+title and description out: the title is then the catalogue's label with the
+rule's own comparison, threshold and window (``Payment success rate below
+95%``, ``More than 10 failed payments in 1 hour``) and the description the
+catalogue's definition.  A title written by hand may name the rule's own
+figures: ``{threshold}``, ``{window}`` and ``{for}`` are filled in from the
+rule.  Either way a changed threshold shows in every title (Slack, the
+dashboard, the report) and never the default's; a default whose title names
+no threshold takes the derived one when ``paywatch.toml`` changes its
+threshold or comparison.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from alerts.config import AlertsConfig, Duration, human_duration, one_line
 from alerts.readings import METRICS, format_value, threshold_words
 from alerts.state import BREACH, CLEAR, NO_DATA
+from metrics.catalogue import condition_title
 from metrics.settings import Settings, SettingsError
 
 Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
@@ -58,8 +66,8 @@ class Rule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     id: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
-    title: str
-    description: str = ""
+    title: str = ""  # "": derived from the catalogue (a metric of metrics/catalogue.py)
+    description: str = ""  # "": the metric's definition
     metric: str
     comparison: Comparison
     threshold: float
@@ -80,9 +88,24 @@ class Rule(BaseModel):
     _title_template: str = PrivateAttr(default="")
 
     def model_post_init(self, context: Any) -> None:
-        # The title as written (with its {threshold}) is kept for load_rules; the field reads filled in.
+        # The title as written (with its {threshold}, or "" to derive it) is kept for load_rules;
+        # the field reads filled in.  A metric the catalogue does not have cannot derive one:
+        # _checked says so.
         self._title_template = self.title
-        object.__setattr__(self, "title", self._fill(self.title))
+        metric = METRICS.get(self.metric)
+        if self.title:
+            object.__setattr__(self, "title", self._fill(self.title))
+        elif metric is not None and metric.catalogue is not None:
+            object.__setattr__(self, "title", self.derived_title())
+        if not self.description and metric is not None:
+            object.__setattr__(self, "description", metric.description)
+
+    def derived_title(self) -> str:
+        """The catalogue's label with this rule's comparison, threshold and (for a count) window."""
+        metric = METRICS[self.metric]
+        within = (f"{metric.title_window} {window_words(self.window)}"
+                  if metric.windowed and self.window else None)
+        return condition_title(metric.catalogue, self.comparison, self.threshold, within)
 
     def _fill(self, template: str) -> str:
         if "{" not in template:
@@ -118,7 +141,10 @@ class Rule(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _split_supported(self) -> "Rule":
+    def _checked(self) -> "Rule":
+        if not self.title:
+            raise ValueError(f"title: required for metric {self.metric}, which is not in the metric catalogue "
+                             "(metrics/catalogue.py) to derive one from")
         if self.split is not None and self.split not in METRICS[self.metric].splits:
             supported = ", ".join(METRICS[self.metric].splits) or "none"
             raise ValueError(f"metric {self.metric} cannot be split by {self.split} (supported: {supported})")
@@ -221,13 +247,22 @@ def wilson_interval(rate: float, n: int, confidence: float) -> tuple[float, floa
     return max(0.0, center - margin), min(1.0, center + margin)
 
 
+def _defined(metric: str, more: str) -> str:
+    """A rule's description: its metric's definition (the catalogue's), then what the rule adds."""
+    return f"{METRICS[metric].description} {more}"
+
+
 def default_rules(settings: Settings) -> list[Rule]:
-    """The guide's alerts, with the runbook steps each one points to."""
+    """The guide's alerts, with the runbook steps each one points to.
+
+    The rules on a catalogue metric take their title and description from it
+    (see the module's docstring); the others, and the stuck payments' title,
+    which names no number, are written here.
+    """
     stuck_window = timedelta(minutes=settings.stuck_minutes)
     rules: list[dict[str, Any]] = [
         dict(
-            id="webhook_failure_rate", title="Webhook failure rate above {threshold}", severity="critical",
-            description="Share of webhook events that failed processing (failed / (processed + failed)), by receivedAt.",
+            id="webhook_failure_rate", severity="critical",
             metric="webhook_failure_rate", comparison=">", threshold=0.01, window="1h", **{"for": "5m"},
             keep_firing_for="10m", min_samples=10, confidence=0.99,
             runbook=dict(section=EMERGENCY, url=STRIPE_STATUS, steps=[
@@ -237,8 +272,7 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Afterwards run the reconciliation after outage, so payments whose events failed are completed.",
             ])),
         dict(
-            id="webhook_processing_slow", title="Webhook processing slower than {threshold} (p95)", severity="warning",
-            description="95th percentile of processedAt - receivedAt over events received in the window.",
+            id="webhook_processing_slow", severity="warning",
             metric="webhook_processing_p95_ms", comparison=">", threshold=10_000, window="15m", **{"for": "5m"},
             keep_firing_for="10m", min_samples=10,
             runbook=dict(section=EMERGENCY, steps=[
@@ -247,10 +281,9 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Stripe times out slow endpoints and retries: move slow work (emails) off the request, as the guide's 'Optimize Webhook Processing' says (message queue, batched emails).",
             ])),
         dict(
-            id="webhooks_missing", title="No webhook received in {window}", severity="critical",
-            description="Webhook events received in the window; 0 means Stripe is not reaching the endpoint. "
-                        "Judged only when the same hour of the previous weeks usually receives at least "
-                        "min_samples events (a quiet night is not an outage); without that history, always.",
+            id="webhooks_missing", severity="critical",
+            description=_defined("webhooks_received", "0 means Stripe is not reaching the endpoint. Judged only when the same hour of the previous weeks usually receives at least "
+                        "min_samples events (a quiet night is not an outage); without that history, always."),
             metric="webhooks_received", comparison="<", threshold=1, window="1h", keep_firing_for="10m", min_samples=5,
             runbook=dict(section=EMERGENCY, url=STRIPE_STATUS, steps=[
                 "Check Stripe status: https://status.stripe.com/.",
@@ -259,8 +292,7 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Recovery: reconfigure the endpoint if needed; then run the reconciliation after outage for the gap.",
             ])),
         dict(
-            id="payment_success_rate", title="Payment success rate below {threshold}", severity="critical",
-            description="Succeeded / (succeeded + failed) over payments created in the window.",
+            id="payment_success_rate", severity="critical",
             metric="payment_success_rate", comparison="<", threshold=0.95, window="1h", **{"for": "5m"},
             keep_firing_for="10m", min_samples=20, confidence=0.99,
             runbook=dict(section=EMERGENCY, url=STRIPE_STATUS, steps=[
@@ -271,11 +303,11 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Recovery: deploy a fix for a code issue; retry failed payments manually if needed.",
             ])),
         dict(
-            id="payments_missing", title="No payment created in {window}", severity="critical",
-            description="Payments created in the window; 0 means checkout has stopped, which the rates "
+            id="payments_missing", severity="critical",
+            description=_defined("payments_created", "0 means checkout has stopped, which the rates "
                         "cannot say (no payment is no data for them, not an all clear). Judged like "
                         "webhooks_missing: only when the same hour of the previous weeks usually has at least "
-                        "min_samples payments; without that history, always.",
+                        "min_samples payments; without that history, always."),
             metric="payments_created", comparison="<", threshold=1, window="1h", keep_firing_for="10m",
             min_samples=5,
             runbook=dict(section=EMERGENCY, url=STRIPE_STATUS, steps=[
@@ -285,8 +317,7 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Recovery: deploy a fix or roll back the last deploy (guide section 8); then run the reconciliation after outage.",
             ])),
         dict(
-            id="failed_payments", title="More than {threshold} failed payments in {window}", severity="warning",
-            description="Payments with status failed created in the window.",
+            id="failed_payments", severity="warning",
             metric="failed_payments", comparison=">", threshold=10, window="1h", keep_firing_for="10m",
             runbook=dict(section=EMERGENCY, steps=[
                 "Look at the top decline codes and the revenue at risk below.",
@@ -295,8 +326,7 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Retry failed payments manually if needed, once the cause is fixed.",
             ])),
         dict(
-            id="refund_rate", title="Refund rate above {threshold}", severity="warning",
-            description="Refunds in the window (by refundedAt) / payments succeeded in the window.",
+            id="refund_rate", severity="warning",
             metric="refund_rate", comparison=">", threshold=0.05, window="24h", **{"for": "15m"},
             keep_firing_for="1h", min_samples=20, confidence=0.99,
             runbook=dict(section=REFUND, steps=[
@@ -317,8 +347,8 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Monthly review habit: review fraud patterns and suspicious transactions; refund with the manual refund runbook if needed.",
             ])),
         dict(
-            id="api_latency", title="API latency above {threshold} (p95)", severity="warning",
-            description="95th percentile latency of the health probe (PAYWATCH_HEALTH_URL) in the window.",
+            id="api_latency", severity="warning",
+            description=_defined("api_latency_p95_ms", "The worker probes PAYWATCH_HEALTH_URL every cycle."),
             metric="api_latency_p95_ms", comparison=">", threshold=1000, window="5m", **{"for": "2m"},
             keep_firing_for="5m", min_samples=3,
             runbook=dict(section=EMERGENCY, steps=[
@@ -327,8 +357,8 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Recovery: deploy a fix or roll back (guide section 8) if a deploy caused it.",
             ])),
         dict(
-            id="api_error_rate", title="API error rate above {threshold}", severity="critical",
-            description="Share of health probes that failed (no answer, timeout, or HTTP >= 400) in the window.",
+            id="api_error_rate", severity="critical",
+            description=_defined("api_error_rate", "The worker probes PAYWATCH_HEALTH_URL every cycle."),
             metric="api_error_rate", comparison=">", threshold=0.01, window="15m", keep_firing_for="5m", min_samples=5,
             confidence=0.99,
             runbook=dict(section=EMERGENCY, steps=[
@@ -346,8 +376,7 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "A leak usually follows a deploy: use connection pooling (guide section 6), one client per process.",
             ])),
         dict(
-            id="memory_high", title="Memory usage above {threshold}", severity="warning",
-            description="Average memory_pct reported by the health endpoint in the window (only when it reports it).",
+            id="memory_high", severity="warning",
             metric="memory_pct", comparison=">", threshold=80, window="5m", **{"for": "5m"}, keep_firing_for="5m",
             min_samples=1,
             runbook=dict(section=EMERGENCY, steps=[
@@ -356,8 +385,6 @@ def default_rules(settings: Settings) -> list[Rule]:
             ])),
         dict(
             id="stuck_payments", title="Payments stuck in processing", severity="warning",
-            description="Payments pending or processing created before now - window (PAYWATCH_STUCK_MINUTES, "
-                        "default 30 min).",
             metric="stuck_payments", comparison=">", threshold=0, window=stuck_window, keep_firing_for="15m",
             runbook=dict(section=EMERGENCY, steps=[
                 "Investigate: db.payments.find({ status: \"processing\" }).count() — the oldest are listed below.",
@@ -366,9 +393,7 @@ def default_rules(settings: Settings) -> list[Rule]:
                 "Recovery: run the reconciliation after outage to bring the records in line with Stripe.",
             ])),
         dict(
-            id="duplicate_enrollments", title="Duplicate enrollments", severity="warning",
-            description="(customerId, serviceId) pairs with more than one active or pending enrollment, "
-                        "one of them created in the window.",
+            id="duplicate_enrollments", severity="warning",
             metric="duplicate_enrollments", comparison=">", threshold=0, window="24h", keep_firing_for="30m",
             runbook=dict(section=REFUND, steps=[
                 "Find the pairs below; check whether the customer was also charged twice (db.payments.find for the customer).",
@@ -504,7 +529,9 @@ def load_rules(settings: Settings, config: AlertsConfig) -> list[Rule]:
             raise SettingsError(f"configuration error: {where}: id must be {rule_id!r} or left out")
         base = rules[rule_id].model_dump(by_alias=True) if rule_id in rules else {}
         if base:
-            base["title"] = rules[rule_id].title_template  # so the override's threshold fills it
+            base["title"] = _title_for(rules[rule_id], table)  # so the override's threshold shows in it
+            if "metric" in table and "description" not in table:
+                base["description"] = ""  # the new metric's
         if "runbook" in table and isinstance(table["runbook"], dict) and "runbook" in base:
             table = {**table, "runbook": {**base["runbook"], **table["runbook"]}}
         rules[rule_id] = _build({**base, **table, "id": rule_id}, where)
@@ -514,6 +541,22 @@ def load_rules(settings: Settings, config: AlertsConfig) -> list[Rule]:
             raise SettingsError(f"configuration error: [alerts.rules.{rule.id}].inhibited_by: unknown rule "
                                 f"{unknown[0]!r}; known: {', '.join(sorted(rules))}")
     return sorted(rules.values(), key=lambda r: (r.metric == "data_source_unavailable", SEVERITY_ORDER[r.severity], r.id))
+
+
+def _title_for(default: Rule, change: dict[str, Any]) -> str:
+    """The title template an override of ``default`` starts from.
+
+    A template naming ``{threshold}`` (or "", derived) follows the new threshold by itself.
+    One that names none ("Payments stuck in processing") is true only of the default's
+    condition: a changed condition on a catalogue metric takes the derived title instead.
+    """
+    template = default.title_template
+    changed = any(k in change and change[k] != getattr(default, k) for k in ("metric", "comparison", "threshold"))
+    names_threshold = "{threshold}" in template
+    metric = METRICS.get(change.get("metric", default.metric))
+    if changed and not names_threshold and metric is not None and metric.catalogue is not None:
+        return ""
+    return template
 
 
 def find_rule(rules: list[Rule], rule_id: str) -> Rule:

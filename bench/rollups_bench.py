@@ -16,6 +16,7 @@ running (as under ``make run``), with the rollups built and brought up to date:
   with which arguments, then those calls are replayed against a rollup Source
   (no Streamlit cache), so the figure is the time the database work of one
   cold page view takes;
+* every page drawn in headless Chromium, cold (``browser_pages``);
 * one alert cycle (``Worker.cycle``) and the weekly report (``build_report``).
 
 **load** (``steady_load``): point 8 of the rollups work, the load on the
@@ -305,6 +306,7 @@ def measure(volume: Volume, runs: int = 3, raw: bool = True, rebuild: bool = Fal
                 f"{result['raw_against_rollups']['equal_except_p95']}")
 
         result["dashboard_page_db_s"] = page_db_times(volume, settings, at, runs)
+        result["dashboard_pages_in_chromium"] = browser_pages(volume, settings, at)
 
         result["alert_cycle_s"] = alert_cycles(settings, at, runs)
         result["weekly_report_s"] = weekly_report(settings, at, max(1, runs - 1))
@@ -387,6 +389,75 @@ def page_db_times(volume, settings, at, runs) -> dict:
             f"{pages[page]['platform_s']['median']} s (with Paywatch's own reads {pages[page]['all_s']['median']} s)")
     _reset_streamlit()
     return pages
+
+
+# A page has finished drawing when no script run is in progress, every chart has drawn, and
+# nothing in the main section has changed for SETTLED_S (the time taken is up to the last change).
+PAGE_STATE = """() => {
+    const main = document.querySelector('[data-testid="stMain"]');
+    return {running: !!document.querySelector('[data-testid="stStatusWidget"]'),
+            heading: !!document.querySelector('[data-testid="stHeading"]'),
+            charts: document.querySelectorAll('.js-plotly-plot').length
+                    >= document.querySelectorAll('[data-testid="stPlotlyChart"]').length,
+            size: main ? main.innerHTML.length : 0,
+            text: main ? main.innerText.slice(0, 20000) : ""};
+}"""
+SETTLED_S = 1.5
+PAGE_TIMEOUT_S = 600
+TROUBLE = ("Data source unavailable", "The database is slow", "ExecutionTimeout", "Traceback")
+
+
+def _drawn_seconds(page, url: str) -> tuple[float, list[str]]:
+    """Seconds from navigation until ``url`` had drawn everything; and the trouble words it showed."""
+    began = time.perf_counter()
+    page.goto(url)
+    changed, last = began, None
+    while True:
+        state = page.evaluate(PAGE_STATE)
+        now = time.perf_counter()
+        done = state["heading"] and state["charts"] and not state["running"]
+        signature = (state["size"], done)
+        if signature != last:
+            changed, last = now, signature
+        elif done and now - changed >= SETTLED_S:
+            trouble = [w for w in TROUBLE if w in state["text"]]
+            if page.query_selector('[data-testid="stException"]'):
+                trouble.append("exception")
+            return round(changed - began, 2), trouble
+        if now - began > PAGE_TIMEOUT_S:
+            return float("nan"), ["did not finish within the timeout"]
+        time.sleep(0.05)
+
+
+def browser_pages(volume, settings, at) -> dict:
+    """Every page in headless Chromium, cold: a dashboard process as ``make run`` starts it (the
+    volume's embedded server found through PAYWATCH_HOME), each page opened once at an instant no
+    cache has seen.  The process's first page is opened first and not counted (imports, connection)."""
+    from playwright.sync_api import sync_playwright
+
+    from bench.dashboard import ARGS, VIEWPORT, Dashboard, _unseen, chromium_path
+    from dashboard.app import PAGES as APP_PAGES
+
+    env = child_env(volume, settings)
+    out: dict = {}
+    with Dashboard(env, volume.home / "dashboard-pages.log", drop=NOT_INHERITED) as dash, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport=VIEWPORT)
+            first = context.new_page()
+            out["first_page_of_the_process_s"] = _drawn_seconds(first, f"{dash.url}/?at={_unseen(at - timedelta(hours=1))}")[0]
+            first.close()
+            for name, title, _ in APP_PAGES:
+                page = context.new_page()
+                seconds, trouble = _drawn_seconds(page, f"{dash.url}/{name}?at={_unseen(at)}")
+                page.close()
+                out[name] = {"cold_s": seconds, "trouble": trouble}
+                say(f"{volume.name}: {title} drawn in Chromium in {seconds} s" + (f" ({trouble})" if trouble else ""))
+        finally:
+            browser.close()
+    out["how"] = (f"time from navigation until the last change in the page (no script run in progress, every "
+                  f"chart drawn, nothing changed for {SETTLED_S} s)")
+    return out
 
 
 def alert_cycles(settings, at, runs) -> dict:

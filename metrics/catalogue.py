@@ -3,12 +3,16 @@ default target, splits, formula and place in the snapshot.
 
 One table, many readers (as Datasette's ``SETTINGS`` drives its ``--help``,
 its docs and its docs test): the guide's targets (:mod:`metrics.targets`), the
-dashboard's tiles and their help text, and the metric tables of
-``docs/metrics.md`` are derived from :data:`METRICS`, and the metric
-functions compute their rates with :func:`rate`, so "success rate" means one
-thing everywhere.  ``tests/test_catalogue.py`` fails when a metric has no
-definition, when its snapshot path is missing from a snapshot, or when a
-docs row disagrees with this table.
+dashboard's tiles and their help text, the alert metrics (``alerts/readings.py``)
+and the titles and descriptions of the rules on them (:func:`condition_title`,
+with each rule's own threshold), the weekly report's figures
+(``reports/model.py``) and the metric tables of ``docs/metrics.md`` are
+derived from :data:`METRICS`, and the metric functions compute their rates
+with :func:`rate`, so "success rate" means one thing everywhere.
+``tests/test_catalogue.py`` fails when a metric has no definition, when its
+snapshot path is missing from a snapshot, when a docs row, an alert metric or
+a report figure disagrees with this table, or when a rule's title does not
+follow its threshold.
 
 A rate's :class:`Ratio` names its numerator and denominator as sums of
 counts: the fields of a window summary (``payments.24h`` in the snapshot)
@@ -119,12 +123,14 @@ class Metric:
 
 
 def amount(unit: str, value: float) -> str:
-    """A threshold as a person writes it: ``98%``, ``2 s``, ``500 ms``, ``10``."""
+    """A threshold as a person writes it: ``98%``, ``2 s``, ``500 ms``, ``80%``, ``1,000``."""
     if unit == "rate":
         return f"{value * 100:g}%"
     if unit == "ms":
         return f"{value / 1000:g} s" if value >= 1000 else f"{value:g} ms"
-    return f"{value:g}"
+    if unit == "pct":
+        return f"{value:g}%"
+    return f"{value:,g}"
 
 
 def threshold_text(unit: str, comparison: str, value: float) -> str:
@@ -133,11 +139,33 @@ def threshold_text(unit: str, comparison: str, value: float) -> str:
     return f"{comparison} {amount(unit, value)}"
 
 
-def condition_title(key: str, comparison: str, threshold: float) -> str:
-    """``Payment success rate below 95%``: a title from the metric's label and the rule's own threshold."""
+_ABOVE_BELOW = {"<": "below", "<=": "at most", ">": "above", ">=": "at least", "==": "equal to", "!=": "not"}
+_HOW_MANY = {">": "More than", ">=": "At least", "<": "Fewer than", "<=": "At most", "==": "Exactly",
+             "!=": "Other than"}
+
+
+def _noun(label: str) -> str:
+    """A label inside a sentence: ``failed payments``; an acronym keeps its capitals (``API probes``)."""
+    return label if label[1:2].isupper() else label[:1].lower() + label[1:]
+
+
+def condition_title(key: str, comparison: str, threshold: float, window: str | None = None) -> str:
+    """An alert title from the metric's label and the rule's own comparison and threshold.
+
+    ``Payment success rate below 95%``.  A count reads as the guide's alerts do, with the
+    rule's window (``window`` as it reads after the count: ``in 1 hour``): ``More than 10
+    failed payments in 1 hour``, ``No webhook events received in 1 hour``; above 0 it is the
+    label alone (``Duplicate enrollments``).
+    """
     m = METRICS[key]
-    word = {"<": "below", "<=": "at most", ">": "above", ">=": "at least"}.get(comparison, comparison)
-    return f"{m.label} {word} {amount(m.unit, threshold)}"
+    if m.unit != "count":
+        return f"{m.label} {_ABOVE_BELOW.get(comparison, comparison)} {amount(m.unit, threshold)}"
+    if comparison == ">" and threshold == 0:
+        return m.label
+    within = f" {window}" if window else ""
+    if (comparison, threshold) in (("<", 1), ("<=", 0), ("==", 0)):
+        return f"No {_noun(m.label)}{within}"
+    return f"{_HOW_MANY.get(comparison, comparison)} {amount(m.unit, threshold)} {_noun(m.label)}{within}"
 
 
 # -- the catalogue -----------------------------------------------------------------
@@ -221,7 +249,8 @@ CATALOGUE: tuple[Metric, ...] = (
            "Average of processedAt − receivedAt over events received in the window that have a processedAt.",
            "webhooks.24h.processing_ms.avg", short="Processing time (avg)"),
     Metric("webhook_processing_ms", "webhooks", "Webhook processing time (p95)", "ms", "lower",
-           "95th percentile of processedAt − receivedAt over the same events.",
+           "95th percentile of processedAt − receivedAt over events received in the window that have a "
+           "processedAt.",
            "webhooks.24h.processing_ms.p95",
            target=Goal("<", 10_000, 2000, "Alerts: webhook response time > 10 seconds"),
            short="Processing time (p95)"),
@@ -276,14 +305,16 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("api_latency_p95_ms", "system", "API latency (p95)", "ms", "lower",
            "95th percentile of the health probes' answer times in the window.", None),
     Metric("api_error_rate", "system", "API error rate", "rate", "lower",
-           "errors / samples: health probes that failed or answered with an HTTP error; "
+           "errors / samples: health probes of the window that failed (no answer, a timeout) or answered "
+           "with an HTTP error; "
            "the guide alerts above 1%.", None, formula=_API_ERRORS),
     Metric("memory_pct", "system", "Memory usage", "pct", "lower",
-           "Memory use as the platform's health endpoint reports it; the guide alerts above 80%.", None),
-    Metric("db_connections", "system", "DB connections", "count", "neither",
+           "Average memory use the platform's health endpoint reported over the probes of the window, "
+           "where it reports it; the guide alerts above 80%.", None),
+    Metric("db_connections", "system", "Database connections", "count", "neither",
            "Open connections to the database server (serverStatus.connections; needs the clusterMonitor role).",
            "system.connections.current", short="Connections"),
-    Metric("db_storage_bytes", "system", "DB storage", "bytes", "neither",
+    Metric("db_storage_bytes", "system", "Database storage", "bytes", "neither",
            "Data and indexes of the platform database on disk (dbStats storage size).",
            "system.storage.storage_bytes", short="Storage"),
     Metric("disk_usage", "system", "Disk usage", "rate", "lower",

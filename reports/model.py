@@ -6,7 +6,10 @@ period and for the one before it and returns a :class:`Report`: sections of
 sets one, its target) and :class:`Table` (the breakdowns).  The HTML, XLSX
 and CSV renderers only lay this out; none of them computes a number, so the
 three files cannot disagree, and none of them can disagree with the
-dashboard, which calls the same ``metrics`` functions.
+dashboard, which calls the same ``metrics`` functions.  A figure that is a
+metric of the catalogue (``metrics/catalogue.py``, :data:`FIGURE_METRICS`)
+takes its label, unit and better direction from it, and its target from
+``metrics.targets``, which reads the catalogue with the configured overrides.
 
 Periods are ISO weeks (Monday 00:00 to Monday 00:00) or calendar months in
 the configured time zone; the previous period is the week or month before.
@@ -23,7 +26,7 @@ from zoneinfo import ZoneInfo
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from metrics import enrollments, payments, review, series, webhooks
+from metrics import catalogue, enrollments, payments, review, series, webhooks
 from metrics import format as fmt
 from metrics.db import DataSourceUnavailable, Source
 from metrics.frames import series_frame
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 Unit = Literal["count", "rate", "ms", "money", "bytes", "percent", "text", "datetime", "date", "hour"]
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 NOT_AVAILABLE = "not available"
+AT_THE_END, NOW = " at the end", " (now)"  # a figure that is a state, not a total over the period
 
 # How many rows the breakdown tables keep; the rest is in the metrics, not the review.
 TOP_ROWS = 15
@@ -55,6 +59,49 @@ PREVIOUS_DEPTH = 200
 # "What changed most" ignores counts this small: 1 -> 3 failures is not news.
 MIN_CHANGE_BASE = 10
 CHANGES_IN_SUMMARY = 3
+
+# The report's figures that are catalogue metrics, by figure key; a figure per currency
+# (``payments.revenue.usd``) is its prefix's.  Every other figure (alert history, data
+# quality, reconciliation, the probe count, data and index sizes) is the report's own.
+FIGURE_METRICS: dict[str, str] = {
+    "payments.created": "payments_created",
+    "payments.succeeded": "payments_succeeded",
+    "payments.failed": "failed_payments",
+    "payments.success_rate": "payment_success_rate",
+    "payments.revenue": "revenue",
+    "payments.avg_value": "avg_transaction_value",
+    "payments.refunds": "refunds",
+    "payments.refund_rate": "refund_rate",
+    "payments.processing_avg": "payment_processing_ms",
+    "payments.processing_p95": "payment_processing_p95_ms",
+    "webhooks.received": "webhooks_received",
+    "webhooks.processed": "webhooks_processed",
+    "webhooks.failed": "webhooks_failed",
+    "webhooks.failure_rate": "webhook_failure_rate",
+    "webhooks.delivery_rate": "webhook_delivery_rate",
+    "webhooks.processing_avg": "webhook_processing_avg_ms",
+    "webhooks.processing_p95": "webhook_processing_ms",
+    "webhooks.lag_avg": "webhook_delivery_lag_ms",
+    "webhooks.lag_p95": "webhook_delivery_lag_p95_ms",
+    "enrollments.created": "enrollments_created",
+    "enrollments.converted": "enrollments_converted",
+    "enrollments.conversion_rate": "conversion_rate",
+    "enrollments.refunded": "enrollments_refunded",
+    "enrollments.pending_payments": "pending_payments",
+    "enrollments.activation_avg": "activation_avg_ms",
+    "enrollments.activation_p95": "activation_ms",
+    "enrollments.email_avg": "email_avg_ms",
+    "enrollments.email_p95": "email_ms",
+    "enrollments.duplicates": "duplicate_enrollments",
+    "system.connections": "db_connections",
+    "system.storage": "db_storage_bytes",
+    "system.api_latency_avg": "api_latency_ms",
+    "system.api_latency_p95": "api_latency_p95_ms",
+    "system.api_error_rate": "api_error_rate",
+    "system.memory": "memory_pct",
+}
+UNITS = {"pct": "percent"}  # the report's name of a catalogue unit, where it has another
+BETTER: dict[str, Literal["up", "down"] | None] = {"higher": "up", "lower": "down", "neither": None}
 
 Progress = Callable[[str], None]
 
@@ -102,6 +149,7 @@ class Figure:
     better: Literal["up", "down"] | None = None  # which way is good; None: neither
     comparable: bool = True  # False: a state "now", not a period total (no previous)
     digits: int = 1
+    metric: str | None = None  # the catalogue metric it is (FIGURE_METRICS), if any
 
     @property
     def change(self) -> float | int | None:
@@ -245,6 +293,19 @@ class Report:
 
 # -- building ------------------------------------------------------------------
 
+def measured(key: str, value: Any, previous: Any = None, *, currency: str | None = None, suffix: str = "",
+             **kw: Any) -> Figure:
+    """The figure ``key`` of the catalogue metric :data:`FIGURE_METRICS` names for it.
+
+    Its label (with the currency, then ``suffix``: ``Revenue (USD)``, ``Duplicate
+    enrollments at the end``), unit and better direction are the catalogue's.
+    """
+    m = catalogue.METRICS[FIGURE_METRICS[key.rsplit(".", 1)[0] if currency else key]]
+    label = m.label + (f" ({currency.upper()})" if currency else "") + suffix
+    return Figure(key, label, UNITS.get(m.unit, m.unit), value, previous, currency=currency,
+                  better=BETTER[m.better], metric=m.key, **kw)
+
+
 @dataclass(frozen=True)
 class _Totals:
     """The metric blocks of one window, fetched once and shared by every section."""
@@ -293,15 +354,17 @@ class _Context:
     def tz(self) -> ZoneInfo:
         return self.period.tz
 
-    def pair(self, key: str, label: str, unit: Unit, read: Callable[[_Totals], Any], **kw) -> Figure:
-        return Figure(key, label, unit, read(self.now), read(self.before), **kw)
+    def pair(self, key: str, read: Callable[[_Totals], Any], **kw) -> Figure:
+        """A catalogue figure (:func:`measured`) for the period and the one before."""
+        return measured(key, read(self.now), read(self.before), **kw)
 
-    def targeted(self, key: str, label: str, target_key: str, **kw) -> Figure:
-        """A figure whose value is the one its target reads (one definition of each)."""
-        target = self.targets[target_key]
+    def targeted(self, key: str, **kw) -> Figure:
+        """A catalogue figure whose value is the one its target reads (one definition of each),
+        with the target as configured (``metrics.targets``: the catalogue's, or an override)."""
+        target = self.targets[FIGURE_METRICS[key]]
         value = target.read(self.now.as_snapshot())
-        return Figure(key, label, target.unit, value, target.read(self.before.as_snapshot()),
-                      target=target.describe(), status=target.evaluate(value), target_value=target.target, **kw)
+        return measured(key, value, target.read(self.before.as_snapshot()), target=target.describe(),
+                        status=target.evaluate(value), target_value=target.target, **kw)
 
 
 def build_report(src: Source, settings: Settings, period: Period, *, state: Database | None = None,
@@ -333,24 +396,23 @@ def build_report(src: Source, settings: Settings, period: Period, *, state: Data
 
 def _payments_section(ctx: _Context) -> Section:
     figures = [
-        ctx.pair("payments.created", "Payments", "count", lambda t: sum(t.payments["by_status"].values()), better="up"),
-        ctx.pair("payments.succeeded", "Payments succeeded", "count", lambda t: t.payments["succeeded"], better="up"),
-        ctx.pair("payments.failed", "Payments failed", "count", lambda t: t.payments["failed"], better="down"),
-        ctx.targeted("payments.success_rate", "Payment success rate", "payment_success_rate", better="up"),
+        ctx.pair("payments.created", lambda t: sum(t.payments["by_status"].values())),
+        ctx.pair("payments.succeeded", lambda t: t.payments["succeeded"]),
+        ctx.pair("payments.failed", lambda t: t.payments["failed"]),
+        ctx.targeted("payments.success_rate"),
     ]
     seen = sorted(set(ctx.now.payments["revenue"]) | set(ctx.before.payments["revenue"]))
     for cur in seen:
-        figures.append(ctx.pair(f"payments.revenue.{cur}", f"Revenue ({cur.upper()})", "money",
-                                lambda t, c=cur: t.payments["revenue"].get(c, 0), currency=cur, better="up"))
+        figures.append(ctx.pair(f"payments.revenue.{cur}", lambda t, c=cur: t.payments["revenue"].get(c, 0),
+                                currency=cur))
     for cur in seen:
-        figures.append(ctx.pair(f"payments.avg_value.{cur}", f"Average value ({cur.upper()})", "money",
+        figures.append(ctx.pair(f"payments.avg_value.{cur}",
                                 lambda t, c=cur: t.payments["avg_transaction_value"].get(c, 0), currency=cur))
     figures += [
-        ctx.pair("payments.refunds", "Refunds", "count", lambda t: t.payments["refunds"], better="down"),
-        ctx.targeted("payments.refund_rate", "Refund rate", "refund_rate", better="down"),
-        ctx.targeted("payments.processing_avg", "Payment processing (avg)", "payment_processing_ms", better="down"),
-        ctx.pair("payments.processing_p95", "Payment processing (p95)", "ms",
-                 lambda t: t.payments["processing_ms"]["p95"], better="down"),
+        ctx.pair("payments.refunds", lambda t: t.payments["refunds"]),
+        ctx.targeted("payments.refund_rate"),
+        ctx.targeted("payments.processing_avg"),
+        ctx.pair("payments.processing_p95", lambda t: t.payments["processing_ms"]["p95"]),
     ]
     return Section("payments", "Payment statistics", figures,
                    [_payments_by_day(ctx, seen), _payments_by_status(ctx)])
@@ -429,16 +491,15 @@ def _failures_section(ctx: _Context) -> Section:
 def _webhooks_section(ctx: _Context) -> Section:
     w = lambda key: (lambda t: t.webhooks[key])  # noqa: E731 - a reader per block key
     figures = [
-        ctx.pair("webhooks.received", "Webhook events received", "count", w("received")),
-        ctx.pair("webhooks.processed", "Webhook events processed", "count", w("processed")),
-        ctx.pair("webhooks.failed", "Webhook events failed", "count", w("failed"), better="down"),
-        ctx.pair("webhooks.failure_rate", "Webhook failure rate", "rate", w("failure_rate"), better="down", digits=2),
-        ctx.targeted("webhooks.delivery_rate", "Webhook delivery success", "webhook_delivery_rate", better="up", digits=2),
-        ctx.pair("webhooks.processing_avg", "Webhook processing (avg)", "ms",
-                 lambda t: t.webhooks["processing_ms"]["avg"], better="down"),
-        ctx.targeted("webhooks.processing_p95", "Webhook processing (p95)", "webhook_processing_ms", better="down"),
-        ctx.pair("webhooks.lag_avg", "Webhook delivery lag (avg)", "ms", lambda t: t.webhooks["delivery_lag_ms"]["avg"], better="down"),
-        ctx.pair("webhooks.lag_p95", "Webhook delivery lag (p95)", "ms", lambda t: t.webhooks["delivery_lag_ms"]["p95"], better="down"),
+        ctx.pair("webhooks.received", w("received")),
+        ctx.pair("webhooks.processed", w("processed")),
+        ctx.pair("webhooks.failed", w("failed")),
+        ctx.pair("webhooks.failure_rate", w("failure_rate"), digits=2),
+        ctx.targeted("webhooks.delivery_rate", digits=2),
+        ctx.pair("webhooks.processing_avg", lambda t: t.webhooks["processing_ms"]["avg"]),
+        ctx.targeted("webhooks.processing_p95"),
+        ctx.pair("webhooks.lag_avg", lambda t: t.webhooks["delivery_lag_ms"]["avg"]),
+        ctx.pair("webhooks.lag_p95", lambda t: t.webhooks["delivery_lag_ms"]["p95"]),
     ]
     window = ctx.period.window
     unit = series.bucket_unit(window)
@@ -468,19 +529,17 @@ def _webhooks_section(ctx: _Context) -> Section:
 def _enrollments_section(ctx: _Context) -> Section:
     e = lambda key: (lambda t: t.enrollments[key])  # noqa: E731
     figures = [
-        ctx.pair("enrollments.created", "New enrollments", "count", e("created"), better="up"),
-        ctx.pair("enrollments.converted", "Enrollments paid", "count", e("converted"), better="up"),
-        ctx.pair("enrollments.conversion_rate", "Enrollment conversion rate", "rate", e("conversion_rate"), better="up"),
-        ctx.pair("enrollments.refunded", "Enrollments refunded", "count", e("refunded"), better="down"),
-        ctx.pair("enrollments.pending_payments", "Enrollments pending payment at the end", "count",
-                 lambda t: t.pending_payments, better="down"),
-        ctx.pair("enrollments.activation_avg", "Activation time (avg)", "ms",
-                 lambda t: t.enrollments["activation_ms"]["avg"], better="down"),
-        ctx.targeted("enrollments.activation_p95", "Activation time (p95)", "activation_ms", better="down"),
-        ctx.pair("enrollments.email_avg", "Confirmation email (avg)", "ms",
-                 lambda t: t.enrollments["email_ms"]["avg"], better="down"),
-        ctx.targeted("enrollments.email_p95", "Confirmation email (p95)", "email_ms", better="down"),
-        ctx.targeted("enrollments.duplicates", "Duplicate enrollments at the end", "duplicate_enrollments", better="down"),
+        ctx.pair("enrollments.created", e("created")),
+        ctx.pair("enrollments.converted", e("converted")),
+        ctx.pair("enrollments.conversion_rate", e("conversion_rate")),
+        ctx.pair("enrollments.refunded", e("refunded")),
+        # States at the end of the period, not totals over it.
+        ctx.pair("enrollments.pending_payments", lambda t: t.pending_payments, suffix=AT_THE_END),
+        ctx.pair("enrollments.activation_avg", lambda t: t.enrollments["activation_ms"]["avg"]),
+        ctx.targeted("enrollments.activation_p95"),
+        ctx.pair("enrollments.email_avg", lambda t: t.enrollments["email_ms"]["avg"]),
+        ctx.targeted("enrollments.email_p95"),
+        ctx.targeted("enrollments.duplicates", suffix=AT_THE_END),
     ]
     window = ctx.period.window
     days = series.enrollment_series(ctx.src, window, ctx.tz, "day")
@@ -519,9 +578,9 @@ def _system_section(ctx: _Context) -> Section:
     health = database_health(ctx.src, ctx.settings.embedded, embedded_storage_path(ctx.settings))
     conns, storage = health.get("connections") or {}, health.get("storage") or {}
     figures += [
-        Figure("system.connections", "Database connections (now)", "count", conns.get("current"), comparable=False),
+        measured("system.connections", conns.get("current"), suffix=NOW, comparable=False),
         Figure("system.connections_available", "Connections available (now)", "count", conns.get("available"), comparable=False),
-        Figure("system.storage", "Database storage (now)", "bytes", storage.get("storage_bytes"), comparable=False),
+        measured("system.storage", storage.get("storage_bytes"), suffix=NOW, comparable=False),
         Figure("system.data", "Data size (now)", "bytes", storage.get("data_bytes"), comparable=False),
         Figure("system.indexes", "Index size (now)", "bytes", storage.get("index_bytes"), comparable=False),
     ]
@@ -545,13 +604,10 @@ def _probe_figures(ctx: _Context) -> list[Figure]:
         return []
     return [
         Figure("system.probe_samples", "API probes", "count", now["samples"], before["samples"]),
-        Figure("system.api_latency_avg", "API latency (avg)", "ms", now["latency_ms"]["avg"],
-               before["latency_ms"]["avg"], better="down"),
-        Figure("system.api_latency_p95", "API latency (p95)", "ms", now["latency_ms"]["p95"],
-               before["latency_ms"]["p95"], better="down"),
-        Figure("system.api_error_rate", "API error rate", "rate", now["error_rate"], before["error_rate"],
-               better="down", digits=2),
-        Figure("system.memory", "Memory used (avg)", "percent", now["memory_pct"], before["memory_pct"], better="down"),
+        measured("system.api_latency_avg", now["latency_ms"]["avg"], before["latency_ms"]["avg"]),
+        measured("system.api_latency_p95", now["latency_ms"]["p95"], before["latency_ms"]["p95"]),
+        measured("system.api_error_rate", now["error_rate"], before["error_rate"], digits=2),
+        measured("system.memory", now["memory_pct"], before["memory_pct"]),
     ]
 
 

@@ -92,13 +92,13 @@ def test_stuck_payments_hold_their_firing_message_while_webhooks_are_missing(wor
     slack.wait_for(1)
     assert state_of(worker, "stuck_payments")["state"] == FIRING
     worker.cycle(at(1))
-    assert len(messages_about(slack, "No webhook received")) == 1
+    assert len(messages_about(slack, "No webhook events received")) == 1
     assert messages_about(slack, "Payments stuck") == []  # held: the cause is announced, not its symptom
     platform_db.webhook_events.insert_one(webhook_event(at(2)))  # webhooks arrive again
     for minute in (2, 8, 13):
         worker.cycle(at(minute))
     slack.wait_for(3)
-    assert len(messages_about(slack, "Resolved: No webhook received")) == 1
+    assert len(messages_about(slack, "Resolved: No webhook events received")) == 1
     assert len([t for t in messages_about(slack, "Payments stuck") if "Resolved" not in t]) == 1
 
 

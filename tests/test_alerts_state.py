@@ -353,7 +353,7 @@ def test_an_overridden_threshold_and_window_show_in_the_title_never_the_default(
     rules = {r.id: r for r in load_rules(settings, load_config(settings))}
     assert rules["payment_success_rate"].title == "Payment success rate below 90%"
     assert rules["failed_payments"].title == "More than 25 failed payments in 15 minutes"
-    assert rules["webhook_processing_slow"].title == "Webhook processing slower than 30 s (p95)"
+    assert rules["webhook_processing_slow"].title == "Webhook processing time (p95) above 30 s"
     assert rules["custom"].title == "Over 3 failed in 2 hours"
     defaults = {r.id: r for r in default_rules(load_settings())}
     assert defaults["payment_success_rate"].title == "Payment success rate below 95%"

@@ -12,13 +12,14 @@ from alerts import store as alert_store
 from demo.seed import seed
 from metrics import db as dbmod
 from metrics import enrollments, payments, review, series, webhooks
+from metrics.catalogue import CATALOGUE, METRICS
 from metrics.format import mask_email
 from metrics.probe import ProbeResult, record_probe
 from metrics.settings import load_settings
 from metrics.targets import targets
 from metrics.windows import Window
 from reports import alert_review
-from reports.model import Figure, Section, build_report, summarise
+from reports.model import BETTER, FIGURE_METRICS, UNITS, Figure, Report, Section, build_report, summarise
 from reports.periods import (PeriodError, last_complete_month, last_complete_week, parse_month, parse_week,
                              require_complete)
 
@@ -199,6 +200,48 @@ def test_targets_are_judged_by_the_metrics_targets(week_report):
     assert success.status == defaults["payment_success_rate"].evaluate(success.value)
     duplicates = week_report.figure("enrollments.duplicates")
     assert (duplicates.value, duplicates.status) == (1, "missed")  # the demo's duplicate enrollment
+
+
+def assert_figures_are_the_catalogues(report: Report) -> set[str]:
+    """Every figure of ``report`` that is a catalogue metric states its label, unit, better direction
+    and target as the catalogue (and the configured targets) do; the others reuse no catalogue label.
+    Returns the keys of FIGURE_METRICS seen."""
+    labels = {m.label for m in CATALOGUE}
+    seen = set()
+    for f in report.figures():
+        key = f.key.rsplit(".", 1)[0] if f.currency else f.key
+        if key not in FIGURE_METRICS:
+            assert f.metric is None and f.label not in labels, f"{f.key} is a catalogue metric: map it in FIGURE_METRICS"
+            continue
+        m = METRICS[FIGURE_METRICS[key]]
+        currency = f" ({f.currency.upper()})" if f.currency else ""
+        assert f.metric == m.key, f.key
+        assert f.label in (m.label + currency, m.label + " at the end", m.label + " (now)"), f.key
+        assert (f.unit, f.better) == (UNITS.get(m.unit, m.unit), BETTER[m.better]), f.key
+        if m.target:
+            assert f.target == targets()[m.key].describe(), f.key
+        seen.add(key)
+    return seen
+
+
+def test_a_figure_that_is_a_catalogue_metric_says_what_the_catalogue_says(week_report, make_settings):
+    settings = make_settings(timezone="Europe/Berlin")
+    period = parse_week("2026-W47", BERLIN)
+    record_probe(dbmod.state_db(settings), ProbeResult(period.window.start + timedelta(hours=1), "http://platform/health",
+                                                       True, 200, 120.0, None, memory_pct=55.0))
+    probed = build_report(dbmod.source(settings), settings, period, state=dbmod.state_db(settings))
+    seen = assert_figures_are_the_catalogues(week_report) | assert_figures_are_the_catalogues(probed)
+    assert seen == set(FIGURE_METRICS)
+    assert week_report.figure("payments.revenue.usd").label == "Revenue (USD)"
+    assert week_report.figure("enrollments.duplicates").label == "Duplicate enrollments at the end"
+    assert probed.figure("system.memory").text() == "55.0%"
+
+
+def test_an_overridden_target_shows_in_the_report(make_settings):
+    settings = make_settings(timezone="Europe/Berlin", targets={"payment_success_rate": 0.9})
+    report = build_report(dbmod.source(settings), settings, parse_week("2026-W47", BERLIN))
+    assert report.figure("payments.success_rate").target == "> 90%"
+    assert report.figure("payments.refund_rate").target == "< 2%"  # the catalogue's
 
 
 def test_the_summary_names_the_missed_targets_and_what_changed_most(week_report):

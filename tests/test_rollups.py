@@ -447,3 +447,28 @@ def test_the_weekly_reviews_breakdowns_come_from_the_rollups_and_equal_the_raw_o
     got_worst = review.worst_webhook_hours(fast, week, zone, 5)
     assert strip_p95(got_worst) == strip_p95(want_worst)
     assert [r["hour"] for r in got_worst] == [r["hour"] for r in want_worst]
+
+
+def test_a_build_reads_every_series_through_its_time_fields_index(platform_db, settings, monkeypatch):
+    """Sparse time fields (refundedAt, activatedAt) must not be read by a collection scan at build time:
+    on a year of payments that scan is minutes long, and its getMores outlive the socket timeout."""
+    from metrics.indexes import ensure_indexes
+    from metrics.rollups import store
+    mixed_platform(platform_db, days=2)
+    raw = source(settings)
+    ensure_indexes(platform_db, raw.schema)
+    conditions = []
+    real = store.read_valid
+
+    def recording(src, series, condition, batch_size=0):
+        conditions.append((series, condition))
+        return real(src, series, condition, batch_size)
+
+    monkeypatch.setattr(store, "read_valid", recording)
+    rolled(raw, settings).rollups.build()
+    assert {s.name for s, _ in conditions} == set(store.SERIES)
+    for series, condition in conditions:
+        field = getattr(raw.schema, series.collection)[series.field]
+        plan = platform_db.command("explain", {"find": series.collection, "filter": {field: condition}},
+                                   verbosity="queryPlanner")["queryPlanner"]["winningPlan"]
+        assert "IXSCAN" in json.dumps(plan), (series.name, plan)

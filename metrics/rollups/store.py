@@ -65,6 +65,11 @@ LOST_TOKEN = {286, 280, 260, 9, 40576, 40615}
 INVALIDATING = {"drop", "dropDatabase", "rename", "invalidate"}
 
 BUILD_BATCH = 2000
+# Every date, as a range the time field's index serves.  A range on dates matches dates only
+# (MongoDB compares within a type), so this is ``{"$type": "date"}``, which planners answer
+# with a collection scan: minutes on a year of a sparse field such as refundedAt.
+ANY_DATE = {"$gte": datetime(1, 1, 1, tzinfo=timezone.utc),
+            "$lte": datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)}
 WRITE_BATCH = 500
 VERIFY_STEP = timedelta(days=1)
 BUILD_CLAIM = timedelta(minutes=30)
@@ -137,7 +142,7 @@ def payment_times(src: Source, ids: list | None = None) -> dict:
     """``completedAt`` of valid payments that have one: of ``ids``, or of every payment (a build)."""
     p = src.schema.payments
     fields = ("createdAt", "status", "amount", "completedAt")
-    query = {p["completedAt"]: {"$type": "date"}}
+    query = {p["completedAt"]: ANY_DATE}
     if ids is not None:
         query = {"_id": {"$in": ids}, **query}
     try:
@@ -435,7 +440,7 @@ class Rollups:
             found: dict[datetime, Bucket] = {}
             seen = 0
             times = payment_times(self.src) if series.with_payment else None
-            for batch in _batches(read_valid(self.src, series, {"$type": "date"}, BUILD_BATCH), BUILD_BATCH):
+            for batch in _batches(read_valid(self.src, series, ANY_DATE, BUILD_BATCH), BUILD_BATCH):
                 if series.with_payment:
                     with_payment_times(self.src, batch, times)
                 for d in batch:
@@ -488,8 +493,25 @@ class Rollups:
                 pass
 
     def _rebuild_invalid(self, key: str) -> None:
-        """The ids of the collection's invalid documents: one whole scan, at build time only."""
-        ids = [d["_id"] for d in self.src.coll(key).find({"$nor": [valid_filter(key, self.src.schema)]}, {"_id": 1})]
+        """The ids of the collection's invalid documents: one pass over it, at build time only.
+
+        Streamed in batches and judged here (``is_valid``, as the buckets are): a ``$nor`` of the
+        validity filter makes the server scan the whole collection before its first batch, which
+        on a year of payments outlives the socket timeout."""
+        coll = getattr(self.src.schema, key)
+        fields = (_window_field(key), "status", *(("amount",) if key == "payments" else ()))
+        total = self.src.coll(key).estimated_document_count()
+        ids, seen = [], 0
+        try:
+            for raw in self.src.coll(key).find({}, {coll[f]: 1 for f in fields}, batch_size=BUILD_BATCH,
+                                               max_time_ms=self.src.max_time_ms):
+                if not is_valid(key, {f: bk.get_path(raw, coll[f]) for f in fields}):
+                    ids.append(raw["_id"])
+                seen += 1
+                if seen % BUILD_BATCH == 0:
+                    self.progress(f"{key} validity", seen, total)
+        except PyMongoError as exc:
+            raise unavailable(exc) from exc
         self.state[INVALID].delete_many({"c": key})
         if ids:
             self.state[INVALID].insert_many([{"c": key, "d": i} for i in ids])
