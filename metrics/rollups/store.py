@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -38,6 +39,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Callable, Iterable
 
 from bson import ObjectId
+import pymongo
 from pymongo import ASCENDING, ReplaceOne, UpdateOne
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
@@ -70,6 +72,13 @@ BUILD_BATCH = 2000
 # with a collection scan: minutes on a year of a sparse field such as refundedAt.
 ANY_DATE = {"$gte": datetime(1, 1, 1, tzinfo=timezone.utc),
             "$lte": datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=timezone.utc)}
+# A build reads each collection in windows of its time field holding about this many documents,
+# so no server operation of a build grows with the history (SecantusDB computes a query's whole
+# answer before its first batch; MongoDB counts maxTimeMS over a cursor's whole life).
+BUILD_CHUNK_DOCS = 20_000
+# The deadline of one such operation, whatever the platform's query timeout (pymongo.timeout).
+# The longest is the one pass that finds a collection's time span and its documents without a date.
+BUILD_STEP_TIMEOUT_S = 900
 WRITE_BATCH = 500
 VERIFY_STEP = timedelta(days=1)
 BUILD_CLAIM = timedelta(minutes=30)
@@ -116,9 +125,10 @@ def bucket_id(series: str, level: str, start: datetime) -> str:
     return f"{series}|{level}|{start.strftime('%Y-%m-%dT%H:%M')}"
 
 
-def read_valid(src: Source, series: Series, condition: dict, batch_size: int = 0):
+def read_valid(src: Source, series: Series, condition: dict, batch_size: int = 0, invalid: list | None = None):
     """The valid documents (spec section 3) of ``series`` whose time field matches ``condition``,
-    under our field names: an indexed ``find`` on the time field, validity checked here."""
+    under our field names: an indexed ``find`` on the time field, validity checked here.
+    ``invalid`` collects the ids of the documents that matched but are not valid."""
     coll = getattr(src.schema, series.collection)
     fields = {*series.fields, _window_field(series.collection), "status"}
     if series.collection == "payments":
@@ -134,17 +144,58 @@ def read_valid(src: Source, series: Series, condition: dict, batch_size: int = 0
             doc["_id"] = raw["_id"]
             if is_valid(series.collection, doc):
                 yield doc
+            elif invalid is not None:
+                invalid.append(raw["_id"])
     except PyMongoError as exc:
         raise unavailable(exc) from exc
+
+
+def time_chunks(src: Source, collection: str, field: str) -> list[tuple[datetime, datetime]]:
+    """Windows ``[a, b)`` of the (stored) time ``field`` holding about ``BUILD_CHUNK_DOCS`` documents
+    each, oldest first, covering every date it holds: one pass over the field, at build time only."""
+    try:
+        with pymongo.timeout(BUILD_STEP_TIMEOUT_S):
+            rows = list(src.coll(collection).aggregate([
+                {"$match": {field: ANY_DATE}},
+                # Dates only: an array holding dates matches the range too (such a document is invalid,
+                # and found by _rebuild_invalid whatever it holds).
+                {"$set": {"_t": {"$cond": [{"$eq": [{"$type": f"${field}"}, "date"]}, f"${field}", None]}}},
+                {"$group": {"_id": None, "lo": {"$min": "$_t"}, "hi": {"$max": "$_t"}, "n": {"$sum": 1}}},
+            ]))
+    except PyMongoError as exc:
+        raise unavailable(exc) from exc
+    if not rows or rows[0]["lo"] is None:
+        return []
+    lo, hi, n = bk.utc(rows[0]["lo"]), bk.utc(rows[0]["hi"]) + timedelta(milliseconds=1), rows[0]["n"]
+    parts = max(1, math.ceil(n / BUILD_CHUNK_DOCS))
+    edges = [lo + (hi - lo) * i / parts for i in range(parts)] + [hi]
+    return list(zip(edges, edges[1:]))
+
+
+def read_chunks(src: Source, series: Series, invalid: list | None = None):
+    """Every valid document of ``series`` (a build), one list per window of :func:`time_chunks`."""
+    field = getattr(src.schema, series.collection)[series.field]
+    for a, b in time_chunks(src, series.collection, field):
+        with pymongo.timeout(BUILD_STEP_TIMEOUT_S):
+            docs = list(read_valid(src, series, {"$gte": a, "$lt": b}, BUILD_BATCH, invalid))
+        yield docs
 
 
 def payment_times(src: Source, ids: list | None = None) -> dict:
     """``completedAt`` of valid payments that have one: of ``ids``, or of every payment (a build)."""
     p = src.schema.payments
+    if ids is None:
+        out: dict = {}
+        for a, b in time_chunks(src, "payments", p["completedAt"]):
+            with pymongo.timeout(BUILD_STEP_TIMEOUT_S):
+                out.update(_payment_times(src, {p["completedAt"]: {"$gte": a, "$lt": b}}))
+        return out
+    return _payment_times(src, {"_id": {"$in": ids}, p["completedAt"]: ANY_DATE})
+
+
+def _payment_times(src: Source, query: dict) -> dict:
+    p = src.schema.payments
     fields = ("createdAt", "status", "amount", "completedAt")
-    query = {p["completedAt"]: ANY_DATE}
-    if ids is not None:
-        query = {"_id": {"$in": ids}, **query}
     try:
         rows = src.coll("payments").find(query, {p[f]: 1 for f in fields}, batch_size=BUILD_BATCH,
                                          max_time_ms=src.max_time_ms)
@@ -221,6 +272,12 @@ class Progress:
         self.stream = stream
         self.tty = enabled and stream.isatty()
         self._last = 0.0
+
+    def note(self, text: str) -> None:
+        """A phase with no count, on a line of its own."""
+        if self.enabled:
+            self.stream.write(("\n" if self.tty and self._last else "") + f"rollups: {text}\n")
+            self.stream.flush()
 
     def __call__(self, label: str, done: int, total: int | None, final: bool = False) -> None:
         if not self.enabled:
@@ -436,11 +493,14 @@ class Rollups:
         version = time.time_ns()
         coll = self.src.coll(key)
         total = coll.estimated_document_count()
+        invalid: list = []  # documents with a date in the collection's own time field, but not valid
         for series in series_of(key):
             found: dict[datetime, Bucket] = {}
             seen = 0
+            self.progress.note(f"{series.name}: finding the span of {series.field}")
             times = payment_times(self.src) if series.with_payment else None
-            for batch in _batches(read_valid(self.src, series, ANY_DATE, BUILD_BATCH), BUILD_BATCH):
+            primary = series.field == _window_field(key)
+            for batch in read_chunks(self.src, series, invalid if primary else None):
                 if series.with_payment:
                     with_payment_times(self.src, batch, times)
                 for d in batch:
@@ -455,7 +515,7 @@ class Rollups:
             for t, b in found.items():
                 days.setdefault(bk.floor(t, DAY), Bucket()).merge(b)
             self._insert([_day_doc(series.name, d, b, version) for d, b in sorted(days.items())])
-        self._rebuild_invalid(key)
+        self._rebuild_invalid(key, invalid)
         if key == "enrollments":
             self._rebuild_pairs()
         now = datetime.now(timezone.utc)
@@ -492,29 +552,22 @@ class Rollups:
             except PyMongoError:
                 pass
 
-    def _rebuild_invalid(self, key: str) -> None:
-        """The ids of the collection's invalid documents: one pass over it, at build time only.
-
-        Streamed in batches and judged here (``is_valid``, as the buckets are): a ``$nor`` of the
-        validity filter makes the server scan the whole collection before its first batch, which
-        on a year of payments outlives the socket timeout."""
-        coll = getattr(self.src.schema, key)
-        fields = (_window_field(key), "status", *(("amount",) if key == "payments" else ()))
-        total = self.src.coll(key).estimated_document_count()
-        ids, seen = [], 0
+    def _rebuild_invalid(self, key: str, dated: list) -> None:
+        """The ids of the collection's invalid documents, at build time only: ``dated`` (found by the
+        build's read of the collection's time field) and those without one date there (one query:
+        no date, or an array, which a range matches when it holds a date)."""
+        field = getattr(self.src.schema, key)[_window_field(key)]
+        self.progress.note(f"{key}: looking for documents without a date in {_window_field(key)}")
         try:
-            for raw in self.src.coll(key).find({}, {coll[f]: 1 for f in fields}, batch_size=BUILD_BATCH,
-                                               max_time_ms=self.src.max_time_ms):
-                if not is_valid(key, {f: bk.get_path(raw, coll[f]) for f in fields}):
-                    ids.append(raw["_id"])
-                seen += 1
-                if seen % BUILD_BATCH == 0:
-                    self.progress(f"{key} validity", seen, total)
+            with pymongo.timeout(BUILD_STEP_TIMEOUT_S):
+                undated = [d["_id"] for d in self.src.coll(key).find(
+                    {"$or": [{field: {"$not": ANY_DATE}}, {field: {"$type": "array"}}]}, {"_id": 1})]
         except PyMongoError as exc:
             raise unavailable(exc) from exc
         self.state[INVALID].delete_many({"c": key})
+        ids = list(dict.fromkeys(dated + undated))  # an array of dates in two windows is read twice
         if ids:
-            self.state[INVALID].insert_many([{"c": key, "d": i} for i in ids])
+            self._insert_plain(INVALID, [{"c": key, "d": i} for i in ids])
 
     def _counting_enrollments(self, query: dict) -> list[dict]:
         """Valid active or pending enrollments matching ``query``: id, pair and ``createdAt``."""
@@ -535,7 +588,13 @@ class Rollups:
 
     def _rebuild_pairs(self) -> None:
         pairs: dict[str, list] = {}
-        for d in self._counting_enrollments({}):
+        created = self.src.schema.enrollments["createdAt"]
+        counting = []
+        for a, b in time_chunks(self.src, "enrollments", created):
+            with pymongo.timeout(BUILD_STEP_TIMEOUT_S):
+                counting += self._counting_enrollments({created: {"$gte": a, "$lt": b}})
+        self.progress.note(f"enrollments: writing {len(counting):,} (customer, service) pair members")
+        for d in counting:
             pairs.setdefault(pair_key(d.get("customerId"), d.get("serviceId")), []).append(
                 {"id": d["_id"], "t": d["createdAt"]})
         self.state[PAIRS].delete_many({})
@@ -865,17 +924,6 @@ def _quarters_from(doc: dict) -> list:
 
 def _canon(b: Bucket | None) -> dict:
     return (b or Bucket()).comparable()
-
-
-def _batches(rows: Iterable[dict], size: int):
-    batch: list[dict] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _runs(starts: list[datetime], step: timedelta = LEVELS[FINE]) -> list[tuple[datetime, datetime]]:
