@@ -509,7 +509,8 @@ class Rollups:
                         series.fold(found.setdefault(bk.floor(when), Bucket()), d)
                 seen += len(batch)
                 self.progress(series.name, seen, total)
-            self.buckets.delete_many({"s": series.name})
+            with pymongo.timeout(BUILD_STEP_TIMEOUT_S):  # a year of buckets goes at once
+                self.buckets.delete_many({"s": series.name})
             self._write_hours(series.name, {bk.floor(t, HOUR) for t in found}, found, version, insert=True)
             days: dict[datetime, Bucket] = {}
             for t, b in found.items():
@@ -564,7 +565,8 @@ class Rollups:
                     {"$or": [{field: {"$not": ANY_DATE}}, {field: {"$type": "array"}}]}, {"_id": 1})]
         except PyMongoError as exc:
             raise unavailable(exc) from exc
-        self.state[INVALID].delete_many({"c": key})
+        with pymongo.timeout(BUILD_STEP_TIMEOUT_S):
+            self.state[INVALID].delete_many({"c": key})
         ids = list(dict.fromkeys(dated + undated))  # an array of dates in two windows is read twice
         if ids:
             self._insert_plain(INVALID, [{"c": key, "d": i} for i in ids])
@@ -597,8 +599,10 @@ class Rollups:
         for d in counting:
             pairs.setdefault(pair_key(d.get("customerId"), d.get("serviceId")), []).append(
                 {"id": d["_id"], "t": d["createdAt"]})
-        self.state[PAIRS].delete_many({})
-        self.state[MEMBERS].delete_many({})
+        # Dropped, not emptied: deleting one document per enrollment outlives any query timeout.
+        self.state[PAIRS].drop()
+        self.state[MEMBERS].drop()
+        self.state[PAIRS].create_index([("n", ASCENDING)])
         if pairs:
             self._insert_plain(PAIRS, [{"_id": k, "m": m, "n": len(m)} for k, m in pairs.items()])
             self._insert_plain(MEMBERS, [{"_id": x["id"], "p": k} for k, m in pairs.items() for x in m])
