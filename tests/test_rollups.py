@@ -464,14 +464,22 @@ def test_a_build_reads_every_series_through_its_time_fields_index(platform_db, s
         conditions.append((series, condition))
         return real(src, series, condition, *args)
 
+    completions = []
+    real_times = store._payment_times
+
+    def recording_times(src, query):
+        completions.append(query)
+        return real_times(src, query)
+
     monkeypatch.setattr(store, "read_valid", recording)
+    monkeypatch.setattr(store, "_payment_times", recording_times)
     rolled(raw, settings).rollups.build()
-    assert {s.name for s, _ in conditions} == set(store.SERIES)
-    for series, condition in conditions:
-        field = getattr(raw.schema, series.collection)[series.field]
-        plan = platform_db.command("explain", {"find": series.collection, "filter": {field: condition}},
+    assert {s.name for s, _ in conditions} == set(store.SERIES) and completions
+    queries = [(s.collection, {getattr(raw.schema, s.collection)[s.field]: c}) for s, c in conditions]
+    for collection, query in queries + [("payments", q) for q in completions]:
+        plan = platform_db.command("explain", {"find": collection, "filter": query},
                                    verbosity="queryPlanner")["queryPlanner"]["winningPlan"]
-        assert "IXSCAN" in json.dumps(plan), (series.name, plan)
+        assert "IXSCAN" in json.dumps(plan, default=str), (collection, query, plan)
 
 
 def test_a_build_in_many_small_windows_gives_the_same_figures(platform_db, settings, monkeypatch):

@@ -186,9 +186,10 @@ def payment_times(src: Source, ids: list | None = None) -> dict:
     p = src.schema.payments
     if ids is None:
         out: dict = {}
-        for a, b in time_chunks(src, "payments", p["completedAt"]):
+        # By createdAt, which is indexed (completedAt need not be): every valid payment has it.
+        for a, b in time_chunks(src, "payments", p["createdAt"]):
             with pymongo.timeout(BUILD_STEP_TIMEOUT_S):
-                out.update(_payment_times(src, {p["completedAt"]: {"$gte": a, "$lt": b}}))
+                out.update(_payment_times(src, {p["createdAt"]: {"$gte": a, "$lt": b}}))
         return out
     return _payment_times(src, {"_id": {"$in": ids}, p["completedAt"]: ANY_DATE})
 
@@ -202,7 +203,7 @@ def _payment_times(src: Source, query: dict) -> dict:
         out = {}
         for raw in rows:
             doc = {f: bk.get_path(raw, p[f]) for f in fields}
-            if is_valid("payments", doc):
+            if is_valid("payments", doc) and isinstance(doc["completedAt"], datetime):
                 out[raw["_id"]] = doc["completedAt"]
         return out
     except PyMongoError as exc:
@@ -497,8 +498,11 @@ class Rollups:
         for series in series_of(key):
             found: dict[datetime, Bucket] = {}
             seen = 0
+            times = None
+            if series.with_payment:
+                self.progress.note(f"{series.name}: reading when each payment completed")
+                times = payment_times(self.src)
             self.progress.note(f"{series.name}: finding the span of {series.field}")
-            times = payment_times(self.src) if series.with_payment else None
             primary = series.field == _window_field(key)
             for batch in read_chunks(self.src, series, invalid if primary else None):
                 if series.with_payment:
