@@ -21,6 +21,7 @@ from metrics import format as fmt
 from metrics import rollups
 from metrics.db import DataSourceUnavailable, source
 from metrics.indexes import INDEXES, ensure_indexes, missing_indexes
+from metrics.quality import COLLECTIONS
 from metrics.settings import SettingsError, load_settings
 from metrics.snapshot import build_snapshot, to_json
 from metrics.stripe import cli as reconcile_cli
@@ -148,7 +149,8 @@ def _rollups(args, settings, src) -> int:
     attached = rollups.attach(src, settings, refresh=False, progress=True)
     store = attached.rollups
     if args.action == "build":
-        result = {"built": store.build()}
+        built = store.build()
+        result = {"built": built, "busy": {k: store.claim(k) for k in COLLECTIONS if k not in built}}
     elif args.action == "refresh":
         result = {"refreshed": store.refresh()}
     elif args.action == "verify":
@@ -161,13 +163,20 @@ def _rollups(args, settings, src) -> int:
                                     "first_differing": r["differ"][:5]} for name, r in report.items()}}
     else:
         result = store.status()
+    busy = result.get("busy") or {}
+    for key, claim in busy.items():
+        holder, until = (claim or {}).get("holder", "?"), (claim or {}).get("until")
+        lapses = f", its claim lapses at {until:%Y-%m-%d %H:%M:%S} UTC" if until else ""
+        print(f"rollups build: {key} is being built by another process ({holder}{lapses}); "
+              f"run this again when it is done", file=sys.stderr)
     if args.json:
         json.dump(to_json(result), sys.stdout, indent=2)
         print()
-        return 0
+        return 1 if busy else 0
     if args.action == "build":
         for key, n in result["built"].items():
             print(f"built {key}: {fmt.count(n)} documents")
+        return 1 if busy else 0
     elif args.action == "refresh":
         for key, what in result["refreshed"].items():
             print(f"{key}: {what}")

@@ -500,3 +500,15 @@ def test_a_build_in_many_small_windows_gives_the_same_figures(platform_db, setti
     windows = store.time_chunks(raw, "payments", "createdAt")
     assert len(windows) > 20 and all(a < b for a, b in windows)
     assert all(b == a2 for (_, b), (a2, _) in zip(windows, windows[1:]))
+
+
+def test_a_build_another_process_holds_is_named_not_skipped_in_silence(platform_db, run, mongo_client, db_names):
+    mixed_platform(platform_db, days=1)
+    until = datetime.now(UTC) + timedelta(minutes=20)
+    mongo_client[db_names[1]][META].insert_one({"_id": "build:enrollments", "holder": "other-host:4242:1",
+                                                "until": until})
+    built = run("rollups", "build")
+    assert built.returncode == 1, built.stdout + built.stderr
+    assert "built payments" in built.stdout and "built enrollments" not in built.stdout
+    assert "enrollments is being built by another process (other-host:4242:1" in built.stderr
+    assert until.strftime("%H:%M") in built.stderr

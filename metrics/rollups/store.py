@@ -485,6 +485,10 @@ class Rollups:
         except DuplicateKeyError:
             return False
 
+    def claim(self, key: str) -> dict | None:
+        """Who is building ``key`` and until when their claim holds (``None`` when nobody is)."""
+        return self.state[META].find_one({"_id": f"build:{key}"}, {"_id": 0, "holder": 1, "until": 1})
+
     def _unlock(self, key: str) -> None:
         self.state[META].delete_one({"_id": f"build:{key}", "holder": self.holder})
 
