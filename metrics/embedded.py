@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 
 SERVER_COMMAND = "secantusd-py"
 START_TIMEOUT_S = 60.0
+# The oplog that the rollups' change streams resume from, as mongod keeps it: a no-op entry every
+# 10 s so a quiet stream's resume point moves on, a day of history, and room for a rollup build's
+# own writes (one document per enrollment and per bucket) without pushing the resume points out.
+OPLOG_FLAGS = ("--noop-heartbeat-seconds", "10", "--oplog-retention-seconds", "86400",
+               "--oplog-max-entries", "2000000")
 
 
 class EmbeddedServerError(RuntimeError):
@@ -225,5 +230,5 @@ class EmbeddedMongo(ChildServer):
     def command(self, port: int) -> list[str]:
         storage = ":memory:" if self.memory else str(self.storage_dir.resolve())
         return [find_executable(SERVER_COMMAND), "--host", "127.0.0.1", "--port", str(port),
-                "--storage-path", storage, "--log-level", "WARNING",
+                "--storage-path", storage, "--log-level", "WARNING", *OPLOG_FLAGS,
                 *(["--enable-test-commands"] if self.test_commands else [])]

@@ -512,3 +512,18 @@ def test_a_build_another_process_holds_is_named_not_skipped_in_silence(platform_
     assert "built payments" in built.stdout and "built enrollments" not in built.stdout
     assert "enrollments is being built by another process (other-host:4242:1" in built.stderr
     assert until.strftime("%H:%M") in built.stderr
+
+
+def test_a_quiet_change_stream_moves_on_so_its_resume_point_stays_in_the_oplog(platform_db):
+    """The embedded server writes a no-op to the oplog every 10 s, as mongod does: a collection
+    nobody writes keeps a current resume token, however much else the server writes."""
+    import time as clock
+    platform_db.payments.insert_one({"paymentId": "pi_0"})
+    with platform_db.payments.watch(max_await_time_ms=10) as stream:
+        assert stream.try_next() is None
+        first = stream.resume_token
+        deadline = clock.monotonic() + 25
+        while stream.resume_token == first and clock.monotonic() < deadline:
+            assert stream.try_next() is None
+            clock.sleep(0.5)
+        assert stream.resume_token != first

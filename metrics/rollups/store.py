@@ -472,6 +472,12 @@ class Rollups:
                 done[key] = self._build_one(key)
             finally:
                 self._unlock(key)
+            # A build writes many documents into the oplog the streams resume from: bring the
+            # collections built before this one up to date, so their resume points move on too.
+            for earlier in done:
+                meta = self.state[META].find_one({"_id": earlier})
+                if earlier != key and meta and meta.get("mode") == "change_stream":
+                    self._follow(earlier, meta)
         return done
 
     def _lock(self, key: str) -> bool:
