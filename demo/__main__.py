@@ -162,8 +162,17 @@ def cmd_run(args, db, schema) -> int:
     else:
         print(f"demo: {db.name} already has payments; not seeding", file=sys.stderr)
     stop = threading.Event()
-    # systemd, Docker and `kill` send SIGTERM: stop as cleanly as on Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def stop_after_this_tick(*_):
+        # Ctrl-C (and SIGTERM from systemd, Docker or `kill`) ends the loop between two ticks rather
+        # than interrupting a database call half-way, which can leave the driver's pool locked and
+        # the process hanging at exit; a second Ctrl-C interrupts at once.
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGINT, stop_after_this_tick)
+    signal.signal(signal.SIGTERM, stop_after_this_tick)
     print(f"demo: live traffic into {db.name}: {args.rate:g} payments/min, a tick every {args.interval:g} s "
           f"(Ctrl-C to stop)", file=sys.stderr, flush=True)
     traffic = LiveTraffic(db, schema, rate_per_min=args.rate)
