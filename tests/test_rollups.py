@@ -527,3 +527,24 @@ def test_a_quiet_change_stream_moves_on_so_its_resume_point_stays_in_the_oplog(p
             assert stream.try_next() is None
             clock.sleep(0.5)
         assert stream.resume_token != first
+        moved = stream.resume_token
+    platform_db.payments.insert_one({"paymentId": "pi_1"})
+    with platform_db.payments.watch(resume_after=moved, max_await_time_ms=10) as resumed:
+        change = resumed.try_next()
+        assert change is not None and change["fullDocument"]["paymentId"] == "pi_1"
+
+
+def test_a_build_claim_left_by_a_process_that_died_on_this_machine_is_taken_over(platform_db, settings,
+                                                                                mongo_client, db_names):
+    import socket
+    import subprocess
+    import sys
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    mixed_platform(platform_db, days=1)
+    meta = mongo_client[db_names[1]][META]
+    until = datetime.now(UTC) + timedelta(minutes=20)
+    meta.insert_one({"_id": "build:payments", "holder": f"{socket.gethostname()}:{gone.pid}:1", "until": until})
+    meta.insert_one({"_id": "build:enrollments", "holder": "elsewhere:1:1", "until": until})
+    built = rolled(source(settings), settings, refresh=False).rollups.build()
+    assert "payments" in built and "webhook_events" in built and "enrollments" not in built

@@ -483,9 +483,13 @@ class Rollups:
     def _lock(self, key: str) -> bool:
         """Claim the build of ``key`` (claims expire, so a process that died cannot hold one for ever)."""
         now = datetime.now(timezone.utc)
+        takeable: list[dict] = [{"until": {"$lt": now}}, {"holder": self.holder}]
+        claim = self.claim(key)
+        if claim and _died_here(claim.get("holder")):
+            takeable.append({"holder": claim["holder"]})  # its process, on this machine, is gone
         try:
             self.state[META].find_one_and_update(
-                {"_id": f"build:{key}", "$or": [{"until": {"$lt": now}}, {"holder": self.holder}]},
+                {"_id": f"build:{key}", "$or": takeable},
                 {"$set": {"holder": self.holder, "until": now + BUILD_CLAIM}}, upsert=True)
             return True
         except DuplicateKeyError:
@@ -938,6 +942,21 @@ def _quarters_from(doc: dict) -> list:
     quarters = list(doc.get("q") or [])
     quarters += [None] * (QUARTERS - len(quarters))
     return [None if q is None else Bucket.from_bson(q) for q in quarters[:QUARTERS]]
+
+
+def _died_here(holder: object) -> bool:
+    """Whether a claim's holder (``host:pid:…``) was a process of this machine that no longer runs."""
+    host, _, rest = str(holder or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _canon(b: Bucket | None) -> dict:
