@@ -294,10 +294,25 @@ def webhook_activity(src: Source, window: Window, weeks: int = 4) -> dict:
             "weekly": counts[1:], "last_received_at": last_received_at(src, window.end)}
 
 
-def last_payment_pipeline(at: datetime, schema: Schema) -> list[dict]:
+# How far back the last payment is looked for, widening step by step: a busy platform's is found in
+# the first, bounded read; only a long outage reads further (the last step, the whole history).
+LAST_PAYMENT_LOOKBACKS = (timedelta(days=1), timedelta(days=7), timedelta(days=60), None)
+
+
+def last_payment_pipeline(at: datetime, schema: Schema, lookback: timedelta | None = None) -> list[dict]:
     created = schema.payments["createdAt"]
-    return [*valid_stages("payments", schema, {created: {"$lt": at}}), {"$sort": {created: -1}}, {"$limit": 1},
+    when = {"$lt": at} if lookback is None else {"$gte": at - lookback, "$lt": at}
+    return [*valid_stages("payments", schema, {created: when}), {"$sort": {created: -1}}, {"$limit": 1},
             {"$project": {"_id": 0, "createdAt": f"${created}"}}]
+
+
+def last_payment_at(src: Source, at: datetime) -> datetime | None:
+    """When the last valid payment before ``at`` was created; ``None`` when there never was one."""
+    for lookback in LAST_PAYMENT_LOOKBACKS:
+        last = src.aggregate("payments", last_payment_pipeline(at, src.schema, lookback))
+        if last:
+            return utc(last[0]["createdAt"])
+    return None
 
 
 def payment_activity(src: Source, window: Window, weeks: int = 4) -> dict:
@@ -309,9 +324,8 @@ def payment_activity(src: Source, window: Window, weeks: int = 4) -> dict:
     key = src.schema.payments["createdAt"]
     counts = [count_valid(src, "payments", {key: w.range()}) for w in baseline_windows(window, weeks)]
     weekly = [c for c in counts[1:] if c]
-    last = src.aggregate("payments", last_payment_pipeline(window.end, src.schema))
     return {"created": counts[0], "usual": statistics.median(weekly) if len(weekly) >= 2 else None,
-            "weekly": counts[1:], "last_created_at": utc(last[0]["createdAt"]) if last else None}
+            "weekly": counts[1:], "last_created_at": last_payment_at(src, window.end)}
 
 
 def webhook_errors_pipeline(window: Window, schema: Schema, limit: int) -> list[dict]:

@@ -548,3 +548,31 @@ def test_a_build_claim_left_by_a_process_that_died_on_this_machine_is_taken_over
     meta.insert_one({"_id": "build:enrollments", "holder": "elsewhere:1:1", "until": until})
     built = rolled(source(settings), settings, refresh=False).rollups.build()
     assert "payments" in built and "webhook_events" in built and "enrollments" not in built
+
+
+def test_the_last_payment_is_found_without_sorting_the_whole_history(platform_db, settings, monkeypatch):
+    """The data-absence rule asks every minute when the last payment was created: a recent one is
+    found by a read bounded in time; one a month old is still found, by wider reads."""
+    from metrics import signals
+    from metrics.windows import Window
+    platform_db.payments.insert_many([
+        {"paymentId": "old", "amount": 100, "currency": "usd", "status": "completed", "createdAt": AT - timedelta(days=40)},
+        {"paymentId": "new", "amount": 100, "currency": "usd", "status": "completed", "createdAt": AT - timedelta(hours=3)},
+    ])
+    raw = source(settings)
+    pipelines = []
+    real = type(raw).aggregate
+
+    def recording(self, key, pipeline):
+        pipelines.append((key, pipeline))
+        return real(self, key, pipeline)
+
+    monkeypatch.setattr(type(raw), "aggregate", recording)
+    window = Window(AT - timedelta(hours=1), AT)
+    assert signals.payment_activity(raw, window)["last_created_at"] == AT - timedelta(hours=3)
+    latest = [p for k, p in pipelines if k == "payments" and any("$sort" in s for s in p)]
+    def lower_bound(pipeline):
+        return any("$gte" in (stage.get("$match", {}).get("createdAt") or {}) for stage in pipeline)
+    assert latest and all(lower_bound(p) for p in latest)
+    assert signals.payment_activity(raw, Window(AT - timedelta(days=39, hours=1), AT - timedelta(days=39)))[
+        "last_created_at"] == AT - timedelta(days=40)
