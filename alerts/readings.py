@@ -193,16 +193,23 @@ def read_webhooks_received(ctx: EvalContext, rule: "Rule") -> list[Reading]:
                     {"last_received_at": iso(activity["last_received_at"]), "weekly": activity["weekly"]})]
 
 
-def explain_webhooks_received(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
-    lines = []
-    if reading.samples is not None:
-        lines.append(f"Usually {reading.samples} events in this window (same time, previous weeks: "
-                     f"{', '.join(str(c) for c in reading.detail.get('weekly', []))}).")
-    last_at = reading.detail.get("last_received_at")
-    if not last_at:
-        return lines + ["No webhook event was ever received."]
-    ago = (ctx.at - parse_instant(last_at)).total_seconds() * 1000
-    return lines + [f"Last event received at {last_at} ({fmt.duration(ago)} before this check)."]
+def explain_activity(items: str, last_key: str, last_words: str, never: str):
+    """What a data-absence reading shows: the usual count for the window and when the last one came."""
+    def explain(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
+        lines = []
+        if reading.samples is not None:
+            lines.append(f"Usually {reading.samples} {items} in this window (same time, previous weeks: "
+                         f"{', '.join(str(c) for c in reading.detail.get('weekly', []))}).")
+        last_at = reading.detail.get(last_key)
+        if not last_at:
+            return lines + [never]
+        ago = (ctx.at - parse_instant(last_at)).total_seconds() * 1000
+        return lines + [f"{last_words} at {last_at} ({fmt.duration(ago)} before this check)."]
+    return explain
+
+
+explain_webhooks_received = explain_activity("events", "last_received_at", "Last event received",
+                                             "No webhook event was ever received.")
 
 
 # -- payments -------------------------------------------------------------------------
@@ -214,16 +221,8 @@ def read_payments_created(ctx: EvalContext, rule: "Rule") -> list[Reading]:
                     {"last_created_at": iso(activity["last_created_at"]), "weekly": activity["weekly"]})]
 
 
-def explain_payments_created(ctx: EvalContext, rule: "Rule", reading: Reading) -> list[str]:
-    lines = []
-    if reading.samples is not None:
-        lines.append(f"Usually {reading.samples} payments in this window (same time, previous weeks: "
-                     f"{', '.join(str(c) for c in reading.detail.get('weekly', []))}).")
-    last_at = reading.detail.get("last_created_at")
-    if not last_at:
-        return lines + ["No payment was ever created."]
-    ago = (ctx.at - parse_instant(last_at)).total_seconds() * 1000
-    return lines + [f"Last payment created at {last_at} ({fmt.duration(ago)} before this check)."]
+explain_payments_created = explain_activity("payments", "last_created_at", "Last payment created",
+                                            "No payment was ever created.")
 
 
 def _outcomes(ctx: EvalContext, rule: "Rule") -> dict[str, dict]:

@@ -287,11 +287,17 @@ def webhook_activity(src: Source, window: Window, weeks: int = 4) -> dict:
     that received any (``None`` with fewer than two such weeks), "weekly":
     [...], "last_received_at"}``.  One indexed count per window.
     """
-    key = src.schema.webhook_events["receivedAt"]
-    counts = [count_valid(src, "webhook_events", {key: w.range()}) for w in baseline_windows(window, weeks)]
+    now, usual, weekly = _usual_counts(src, "webhook_events", "receivedAt", window, weeks)
+    return {"received": now, "usual": usual, "weekly": weekly, "last_received_at": last_received_at(src, window.end)}
+
+
+def _usual_counts(src: Source, collection: str, field: str, window: Window, weeks: int) -> tuple:
+    """Valid documents with ``field`` in W; the median of the previous weeks' same windows that had
+    any (``None`` with fewer than two); and those weeks' counts.  One indexed count per window."""
+    key = getattr(src.schema, collection)[field]
+    counts = [count_valid(src, collection, {key: w.range()}) for w in baseline_windows(window, weeks)]
     weekly = [c for c in counts[1:] if c]
-    return {"received": counts[0], "usual": statistics.median(weekly) if len(weekly) >= 2 else None,
-            "weekly": counts[1:], "last_received_at": last_received_at(src, window.end)}
+    return counts[0], statistics.median(weekly) if len(weekly) >= 2 else None, counts[1:]
 
 
 # How far back the last payment is looked for, widening step by step: a busy platform's is found in
@@ -321,11 +327,8 @@ def payment_activity(src: Source, window: Window, weeks: int = 4) -> dict:
     The data-absence rule reads it: a success rate has nothing to say when
     no payment is made at all, so this one says the payments stopped.
     """
-    key = src.schema.payments["createdAt"]
-    counts = [count_valid(src, "payments", {key: w.range()}) for w in baseline_windows(window, weeks)]
-    weekly = [c for c in counts[1:] if c]
-    return {"created": counts[0], "usual": statistics.median(weekly) if len(weekly) >= 2 else None,
-            "weekly": counts[1:], "last_created_at": last_payment_at(src, window.end)}
+    now, usual, weekly = _usual_counts(src, "payments", "createdAt", window, weeks)
+    return {"created": now, "usual": usual, "weekly": weekly, "last_created_at": last_payment_at(src, window.end)}
 
 
 def webhook_errors_pipeline(window: Window, schema: Schema, limit: int) -> list[dict]:
