@@ -30,7 +30,7 @@ import streamlit as st
 from pymongo.errors import PyMongoError
 
 from metrics import format as fmt
-from metrics.db import DataSourceSlow, DataSourceUnavailable, source, state_db
+from metrics.db import DataSourceSlow, DataSourceUnavailable, Source, state_db
 from metrics.frames import series_frame
 from metrics.redact import describe
 from metrics.rollups import live_source
@@ -236,14 +236,19 @@ def _name(fn: Callable) -> str:
     return f"{fn.__module__}.{fn.__qualname__}"
 
 
+def platform_source() -> Source:
+    """The platform's database with this process's rollups, as every page reads its figures."""
+    return live_source(get_settings(), ROLLUP_MAX_AGE_S, ROLLUP_TRUST_S)
+
+
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=2000, show_spinner=False)
 def _platform_live(name: str, db: str, args: tuple) -> Any:
-    return _function(name)(live_source(get_settings(), ROLLUP_MAX_AGE_S, ROLLUP_TRUST_S), *args)
+    return _function(name)(platform_source(), *args)
 
 
 @st.cache_data(ttl=SLOW_TTL_S, max_entries=200, show_spinner=False)
 def _platform_slow(name: str, db: str, args: tuple) -> Any:
-    return _function(name)(live_source(get_settings(), ROLLUP_MAX_AGE_S, ROLLUP_TRUST_S), *args)
+    return _function(name)(platform_source(), *args)
 
 
 @st.cache_data(ttl=LIVE_TTL_S, max_entries=200, show_spinner=False)

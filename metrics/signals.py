@@ -28,7 +28,7 @@ from metrics.quality import count_valid, valid_stages
 from metrics.rollups import rolled_up
 from metrics.schema import SUCCEEDED_STATUSES, Schema
 from metrics.webhooks import last_received_at
-from metrics.windows import Window, utc
+from metrics.windows import Window, newest_before, utc
 
 SPLITS = ("currency", "specialist")
 DECIDED_STATUSES = SUCCEEDED_STATUSES + ("failed",)
@@ -287,38 +287,41 @@ def webhook_activity(src: Source, window: Window, weeks: int = 4) -> dict:
     that received any (``None`` with fewer than two such weeks), "weekly":
     [...], "last_received_at"}``.  One indexed count per window.
     """
-    now, usual, weekly = _usual_counts(src, "webhook_events", "receivedAt", window, weeks)
+    now, usual, weekly = _usual(received_counts(src, baseline_windows(window, weeks)))
     return {"received": now, "usual": usual, "weekly": weekly, "last_received_at": last_received_at(src, window.end)}
 
 
-def _usual_counts(src: Source, collection: str, field: str, window: Window, weeks: int) -> tuple:
-    """Valid documents with ``field`` in W; the median of the previous weeks' same windows that had
-    any (``None`` with fewer than two); and those weeks' counts.  One indexed count per window."""
-    key = getattr(src.schema, collection)[field]
-    counts = [count_valid(src, collection, {key: w.range()}) for w in baseline_windows(window, weeks)]
+@rolled_up(reads=("webhook_events",))
+def received_counts(src: Source, windows: list[Window]) -> list[int]:
+    """Valid webhook events received in each window: one indexed count per window."""
+    received = src.schema.webhook_events["receivedAt"]
+    return [count_valid(src, "webhook_events", {received: w.range()}) for w in windows]
+
+
+@rolled_up
+def created_counts(src: Source, windows: list[Window]) -> list[int]:
+    """Valid payments created in each window: one indexed count per window."""
+    created = src.schema.payments["createdAt"]
+    return [count_valid(src, "payments", {created: w.range()}) for w in windows]
+
+
+def _usual(counts: list[int]) -> tuple:
+    """W's count (the first); the median of the previous weeks' counts that are not zero (``None``
+    with fewer than two); and those weeks' counts."""
     weekly = [c for c in counts[1:] if c]
     return counts[0], statistics.median(weekly) if len(weekly) >= 2 else None, counts[1:]
 
 
-# How far back the last payment is looked for, widening step by step: a busy platform's is found in
-# the first, bounded read; only a long outage reads further (the last step, the whole history).
-LAST_PAYMENT_LOOKBACKS = (timedelta(days=1), timedelta(days=7), timedelta(days=60), None)
-
-
-def last_payment_pipeline(at: datetime, schema: Schema, lookback: timedelta | None = None) -> list[dict]:
+def last_payment_pipeline(when: dict, schema: Schema) -> list[dict]:
     created = schema.payments["createdAt"]
-    when = {"$lt": at} if lookback is None else {"$gte": at - lookback, "$lt": at}
     return [*valid_stages("payments", schema, {created: when}), {"$sort": {created: -1}}, {"$limit": 1},
             {"$project": {"_id": 0, "createdAt": f"${created}"}}]
 
 
 def last_payment_at(src: Source, at: datetime) -> datetime | None:
     """When the last valid payment before ``at`` was created; ``None`` when there never was one."""
-    for lookback in LAST_PAYMENT_LOOKBACKS:
-        last = src.aggregate("payments", last_payment_pipeline(at, src.schema, lookback))
-        if last:
-            return utc(last[0]["createdAt"])
-    return None
+    last = newest_before(lambda created: src.aggregate("payments", last_payment_pipeline(created, src.schema)), at)
+    return utc(last[0]["createdAt"]) if last else None
 
 
 def payment_activity(src: Source, window: Window, weeks: int = 4) -> dict:
@@ -327,7 +330,7 @@ def payment_activity(src: Source, window: Window, weeks: int = 4) -> dict:
     The data-absence rule reads it: a success rate has nothing to say when
     no payment is made at all, so this one says the payments stopped.
     """
-    now, usual, weekly = _usual_counts(src, "payments", "createdAt", window, weeks)
+    now, usual, weekly = _usual(created_counts(src, baseline_windows(window, weeks)))
     return {"created": now, "usual": usual, "weekly": weekly, "last_created_at": last_payment_at(src, window.end)}
 
 
@@ -358,6 +361,7 @@ def recent_duplicates_pipeline(window: Window, schema: Schema, limit: int) -> li
     return [
         *valid_stages("enrollments", schema, {e["createdAt"]: window.range()}),
         {"$match": {e["status"]: {"$in": list(DUPLICATE_STATUSES)}}},
+        {"$sort": {e["createdAt"]: 1, "_id": 1}},  # each pair's ids oldest first, as the rollups list them
         {"$group": {"_id": {"customerId": e.ref("customerId"), "serviceId": e.ref("serviceId")},
                     "count": {"$sum": 1}, "ids": {"$push": "$_id"}, "latest": {"$max": e.ref("createdAt")}}},
         {"$match": {"count": {"$gt": 1}}},
@@ -366,6 +370,7 @@ def recent_duplicates_pipeline(window: Window, schema: Schema, limit: int) -> li
     ]
 
 
+@rolled_up(reads=("enrollments",))
 def recent_duplicates(src: Source, window: Window, limit: int = 50) -> list[dict]:
     """Duplicate enrollments that happened in W: ``[{"customerId", "serviceId", "count",
     "enrollment_ids", "latest"}]``, newest first.

@@ -9,14 +9,9 @@ from metrics.db import Source
 from metrics.quality import valid_stages
 from metrics.schema import Schema
 from metrics.stats import duration_stats_stage, read_duration_stats
-from metrics.windows import Window, utc
+from metrics.windows import Window, newest_before, utc
 from metrics.rollups import rolled_up
 
-# Where the newest events are looked for first.  SecantusDB reads every
-# document an index range covers before it sorts, so "everything before at"
-# would cost the whole history on each refresh; the wider search only runs
-# when the last day holds fewer events than asked for.
-LATEST_LOOKBACK = timedelta(days=1)
 EVENT_FIELDS = ("eventId", "type", "status", "stripeCreatedAt", "receivedAt", "processedAt", "error")
 
 
@@ -76,9 +71,8 @@ def latest_pipeline(received: dict, limit: int, schema: Schema) -> list[dict]:
 
 def latest_events(src: Source, at: datetime, limit: int) -> list[dict]:
     """The newest events received before ``at``, newest first."""
-    docs = src.aggregate("webhook_events", latest_pipeline({"$gte": at - LATEST_LOOKBACK, "$lt": at}, limit, src.schema))
-    if len(docs) < limit:
-        docs = src.aggregate("webhook_events", latest_pipeline({"$lt": at}, limit, src.schema))
+    docs = newest_before(lambda received: src.aggregate("webhook_events", latest_pipeline(received, limit, src.schema)),
+                         at, limit)
     events = []
     for doc in docs:
         event = {f: doc.get(f) for f in EVENT_FIELDS}

@@ -11,6 +11,7 @@ rolling window compares with the window of the same length just before it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -67,6 +68,28 @@ def iso(when: datetime | None) -> str | None:
     if when.microsecond:
         return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# How far back the newest records are looked for, narrowest first.  SecantusDB
+# reads every document an index range covers before it sorts, so a sorted read
+# of "everything before at" costs the whole history; each wider range is read
+# only when the narrower one held too few records.
+NEWEST_LOOKBACKS = (timedelta(minutes=15), timedelta(hours=1), timedelta(days=1), timedelta(days=7),
+                    timedelta(days=60), None)
+
+
+def newest_before(read: Callable[[dict], list], at: datetime, enough: int = 1) -> list:
+    """The newest records before ``at``, by ``read(range)`` over ranges bounded in time.
+
+    ``read`` takes a range on the time field (``{"$gte", "$lt"}``, the last one
+    ``{"$lt": at}`` alone) and returns at most ``enough`` records newest first;
+    the first range that holds ``enough`` gives the answer.
+    """
+    for lookback in NEWEST_LOOKBACKS:
+        found = read({"$lt": at} if lookback is None else {"$gte": at - lookback, "$lt": at})
+        if len(found) >= enough:
+            break
+    return found
 
 
 def last(at: datetime, **delta) -> Window:

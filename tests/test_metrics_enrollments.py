@@ -143,3 +143,45 @@ def test_new_today_starts_at_local_midnight(platform_db, make_settings, zone, da
     ])
     settings = make_settings(timezone=zone)
     assert build_snapshot(source(settings), settings, AT, system=False)["enrollments"]["new_today"] == 2
+
+
+def test_recent_duplicates_are_the_pairs_enrolled_twice_within_the_window_newest_first(platform_db, src):
+    """The duplicate-enrollment rule reads this every minute; from the rollups it is their pair set,
+    not a read of the window's enrollments, and both answer alike."""
+    from metrics import signals
+    platform_db.enrollments.insert_many([
+        enrollment("c1", "s1", "active", "paid", AT - 5 * H, _id=ObjectId("000000000000000000000001")),
+        enrollment("c1", "s1", "pending", "pending", AT - 4 * H, _id=ObjectId("000000000000000000000002")),
+        enrollment("c2", "s1", "active", "paid", AT - 30 * H),   # before W: c2's pair is not recent
+        enrollment("c2", "s1", "active", "paid", AT - 2 * H),
+        enrollment("c3", "s2", "active", "paid", AT - 3 * H, _id=ObjectId("000000000000000000000003")),
+        enrollment("c3", "s2", "active", "paid", AT - 1 * H, _id=ObjectId("000000000000000000000004")),
+        enrollment("c3", "s2", "active", "paid", AT - 1 * H, _id=ObjectId("000000000000000000000005")),
+        enrollment("c4", "s1", "active", "paid", AT - 2 * H),
+        enrollment("c4", "s1", "cancelled", "failed", AT - 1 * H),  # cancelled does not count
+        enrollment("c5", "s1", "active", "paid", AT - 1 * H),
+        enrollment("c5", "s1", "active", "paid", AT),               # exactly at: out
+        enrollment("c6", "s1", "active", "paid", AT - 6 * H, _id=ObjectId("000000000000000000000006")),
+        enrollment("c6", "s1", "active", "paid", AT - 6 * H, _id=ObjectId("000000000000000000000007")),
+    ])
+    recent = signals.recent_duplicates(src, DAY)
+    assert [(r["customerId"], r["serviceId"], r["count"], r["enrollment_ids"], r["latest"]) for r in recent] == [
+        ("c3", "s2", 3, ["000000000000000000000003", "000000000000000000000004", "000000000000000000000005"],
+         AT - 1 * H),
+        ("c1", "s1", 2, ["000000000000000000000001", "000000000000000000000002"], AT - 4 * H),
+        ("c6", "s1", 2, ["000000000000000000000006", "000000000000000000000007"], AT - 6 * H),
+    ]
+    assert [r["customerId"] for r in signals.recent_duplicates(src, DAY, limit=1)] == ["c3"]
+
+
+def test_recent_duplicates_come_from_the_rollups_pair_set_not_the_window_s_enrollments(platform_db, settings,
+                                                                                       monkeypatch):
+    from metrics import signals
+    from metrics.db import Source
+    from metrics.rollups import attach
+    platform_db.enrollments.insert_many([enrollment("c1", "s1", "active", "paid", AT - h * H) for h in (1, 2)])
+    rolled = attach(source(settings), settings)
+    sent, real = [], Source.aggregate
+    monkeypatch.setattr(Source, "aggregate", lambda self, key, pipeline: sent.append(key) or real(self, key, pipeline))
+    assert [r["count"] for r in signals.recent_duplicates(rolled, DAY)] == [2]
+    assert "enrollments" not in sent

@@ -93,3 +93,26 @@ def test_a_latest_event_s_processing_time_is_exact_to_the_millisecond(platform_d
     # 1001 ms is 1.001 s, which as a float times 1000 is 1000.9999...; it must still read 1001.
     platform_db.webhook_events.insert_one(event("evt_x", "processed", AT - timedelta(minutes=1), took_ms=1001))
     assert [e["processing_ms"] for e in webhooks.latest_events(src, AT, 1)] == [1001]
+
+
+def test_the_latest_events_are_read_from_the_last_minutes_when_these_hold_enough(platform_db, src, monkeypatch):
+    """The Overview, the Webhooks page, the snapshot and every alert cycle ask for the newest events:
+    at a year of history a read of the whole last day (3,000 events a day here) cost 0.3 s a page."""
+    platform_db.webhook_events.insert_many(
+        [event(f"evt_{m}", "processed", AT - timedelta(minutes=m)) for m in range(1, 13)]
+        + [event("evt_day", "processed", AT - timedelta(hours=20))])
+    lower_bounds = []
+    real = type(src).aggregate
+
+    def recording(self, key, pipeline):
+        if key == "webhook_events":
+            match = next(s["$match"] for s in pipeline if "$match" in s)
+            lower_bounds.append(match["receivedAt"].get("$gte"))
+        return real(self, key, pipeline)
+
+    monkeypatch.setattr(type(src), "aggregate", recording)
+    assert [e["eventId"] for e in webhooks.latest_events(src, AT, 10)] == [f"evt_{m}" for m in range(1, 11)]
+    assert webhooks.last_received_at(src, AT) == AT - timedelta(minutes=1)
+    assert lower_bounds and all(b is not None and AT - b <= timedelta(minutes=15) for b in lower_bounds)
+    # The day-old one is still found when the limit reaches it, by wider reads.
+    assert webhooks.latest_events(src, AT, 13)[-1]["eventId"] == "evt_day"

@@ -370,6 +370,27 @@ def test_the_alert_signals_from_rollups_equal_the_raw_ones(platform_db, settings
             signals.decline_codes(raw, window, 5, split, subject)
 
 
+def test_the_activity_counts_of_the_data_absence_rules_come_from_the_rollups_and_equal_the_raw_ones(
+        platform_db, settings, monkeypatch):
+    """Payments created and events received in a window and the same window of the four weeks before:
+    every minute, for both rules; from the rollups they are buckets and two small edges per window."""
+    from metrics import signals
+    from metrics.db import Source
+    from metrics.windows import Window
+    mixed_platform(platform_db, days=12)
+    raw = source(settings)
+    fast = rolled(raw, settings)
+    windows = [Window(AT - timedelta(hours=1, minutes=7), AT - timedelta(minutes=7)),
+               Window(AT - timedelta(minutes=20), AT), Window(AT - timedelta(hours=5), AT)]
+    expected = [(signals.payment_activity(raw, w), signals.webhook_activity(raw, w)) for w in windows]
+    counted, real = [], Source.aggregate
+    monkeypatch.setattr(Source, "aggregate", lambda self, key, pipeline: counted.extend(
+        key for stage in pipeline if "$count" in stage) or real(self, key, pipeline))
+    assert [(signals.payment_activity(fast, w), signals.webhook_activity(fast, w)) for w in windows] == expected
+    assert any(e[0]["created"] for e in expected) and any(e[1]["weekly"] for e in expected)
+    assert counted == []
+
+
 def test_failures_by_a_field_that_is_not_text_is_one_row_named_by_its_type(platform_db, settings):
     from metrics.windows import Window
     platform_db.payments.insert_many([

@@ -14,7 +14,7 @@ from pymongo.errors import PyMongoError
 
 from dashboard import common
 from dashboard.common import md
-from metrics.db import DataSourceUnavailable, source, state_db
+from metrics.db import DataSourceUnavailable, state_db
 from metrics.settings import Settings, get_settings
 from reports.job import past_reports
 from reports.model import Report, build_report
@@ -90,7 +90,7 @@ def _build(kind: str, label: str, source_db: str, state: str) -> Report:
         paywatch = state_db(settings)
     except DataSourceUnavailable:
         paywatch = None
-    return build_report(source(settings), settings, period, state=paywatch)
+    return build_report(common.platform_source(), settings, period, state=paywatch)
 
 
 def load_report(cfg: Settings, period: Period) -> Report | None:

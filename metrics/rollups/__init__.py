@@ -20,14 +20,18 @@ from metrics.db import Source, client_for, platform_uri, source, state_db, unava
 from metrics.settings import Settings
 
 
-def rolled_up(raw: Callable) -> Callable:
+def rolled_up(raw: Callable | None = None, *, reads: tuple[str, ...] | None = None) -> Callable:
     """Serve a metric function from the rollups when its Source carries them.
 
-    The raw function stays reachable as ``fn.raw``: the verification path
-    (``python -m metrics snapshot --raw``) and the tests use it.
+    ``reads`` names the platform collections whose rollups it needs, when not
+    its module's (``@rolled_up(reads=("enrollments",))``).  The raw function
+    stays reachable as ``fn.raw``: the verification path (``python -m metrics
+    snapshot --raw``) and the tests use it.
     """
+    if raw is None:
+        return functools.partial(rolled_up, reads=reads)
     name = f"{raw.__module__.rsplit('.', 1)[-1]}_{raw.__name__}"
-    collections = _COLLECTIONS_OF.get(raw.__module__.rsplit('.', 1)[-1])
+    collections = reads or _COLLECTIONS_OF.get(raw.__module__.rsplit('.', 1)[-1])
 
     @functools.wraps(raw)
     def serve(src: Source, *args, **kwargs):

@@ -168,6 +168,19 @@ def enrollments_duplicate_pairs(src, at: datetime, limit: int | None = 50) -> li
     return pairs if limit is None else pairs[:limit]
 
 
+def signals_recent_duplicates(src, window: Window, limit: int = 50) -> list[dict]:
+    out = []
+    for row in src.rollups.duplicate_pairs(window.end, members=True):
+        inside = sorted((m for m in row["members"] if window.start <= bk.utc(m["t"])),
+                        key=lambda m: (bk.utc(m["t"]), _order(m["id"])))
+        if len(inside) > 1:
+            out.append({"customerId": row["customerId"], "serviceId": row["serviceId"], "count": len(inside),
+                        "enrollment_ids": [str(m["id"]) for m in inside], "latest": bk.utc(inside[-1]["t"])})
+    out.sort(key=lambda r: (_order(r["customerId"]), _order(r["serviceId"])))
+    out.sort(key=lambda r: r["latest"], reverse=True)  # stable: newest first, then customer and service
+    return out[:limit]
+
+
 # -- data quality --------------------------------------------------------------
 
 def quality_data_quality(src) -> dict:
@@ -363,6 +376,18 @@ def signals_decline_codes(src, window: Window, limit: int = 5, split: str | None
     for row in rows:
         row["amount"] = dict(sorted(row["amount"].items()))
     return rows
+
+
+def _counted(src, series: str, windows: list[Window]) -> list[int]:
+    return [sum(_counter(b, "status").values()) for b in over(src, series, [(w.start, w.end) for w in windows])]
+
+
+def signals_received_counts(src, windows: list[Window]) -> list[int]:
+    return _counted(src, "webhooks", windows)
+
+
+def signals_created_counts(src, windows: list[Window]) -> list[int]:
+    return _counted(src, "payments", windows)
 
 
 def _order(value) -> tuple:

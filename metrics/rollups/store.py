@@ -896,15 +896,16 @@ class Rollups:
     def invalid_count(self, key: str) -> int:
         return self.state[INVALID].count_documents({"c": key})
 
-    def duplicate_pairs(self, at: datetime) -> list[dict]:
-        """(customer, service) pairs with more than one counting enrollment created before ``at``."""
+    def duplicate_pairs(self, at: datetime, members: bool = False) -> list[dict]:
+        """(customer, service) pairs with more than one counting enrollment created before ``at``,
+        with those enrollments (``{"id", "t"}``) as ``members`` when asked."""
         out = []
         for row in self.state[PAIRS].find({"n": {"$gte": 2}}):
-            members = [m for m in row["m"] if bk.utc(m["t"]) < at]
-            if len(members) > 1:
+            before = [m for m in row["m"] if bk.utc(m["t"]) < at]
+            if len(before) > 1:
                 customer, service = json.loads(row["_id"])
-                out.append({"customerId": customer, "serviceId": service, "count": len(members),
-                            "enrollment_ids": [str(m["id"]) for m in members]})
+                out.append({"customerId": customer, "serviceId": service, "count": len(before),
+                            "enrollment_ids": [str(m["id"]) for m in before], **({"members": before} if members else {})})
         out.sort(key=lambda r: (-r["count"], str(r["customerId"])))
         return out
 
