@@ -37,7 +37,8 @@ def over(src, series: str, ranges: list[tuple[datetime, datetime]]) -> list[Buck
     for buckets, edges in plans:
         merged = bk.merge_all(stored[k] for k in buckets if stored.get(k) is not None)
         for a, b in edges:
-            merged.merge(fold_partial(raw, SERIES[series], a, b))
+            merged.merge(rollups.remembered(("edge", series, a, b),
+                                            lambda a=a, b=b: fold_partial(raw, SERIES[series], a, b)))
         out.append(merged)
     return out
 

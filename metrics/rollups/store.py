@@ -36,7 +36,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Callable, Iterable
+from typing import Callable, Iterable, TypeVar
 
 from bson import ObjectId
 import pymongo
@@ -80,6 +80,8 @@ BUILD_CHUNK_DOCS = 20_000
 # The longest is the one pass that finds a collection's time span and its documents without a date.
 BUILD_STEP_TIMEOUT_S = 900
 WRITE_BATCH = 500
+MEMO_ENTRIES = 2_000  # reads remembered between two refreshes (a page view needs a few dozen)
+T = TypeVar("T")
 VERIFY_STEP = timedelta(days=1)
 BUILD_CLAIM = timedelta(minutes=30)
 HOUR, DAY = "1h", "1d"
@@ -309,8 +311,30 @@ class Rollups:
         self.progress = Progress(progress)
         self._streams: dict[str, object] = {}
         self._indexed = False
+        self._memo: dict = {}
         self.hash = schema_hash(src)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+
+    # -- between two refreshes, each read once ------------------------------------------
+
+    def remembered(self, key: tuple, read: Callable[[], T]) -> T:
+        """``read()``, or what it gave since the last refresh or write.
+
+        A page asks for a window, the window before it, its series and its
+        splits: each needs the same stored buckets and the same partial edges
+        of raw documents.  Between two refreshes these are read once; what a
+        refresh or a write may change is forgotten, so the figures are as
+        fresh as the rollups themselves.
+        """
+        memo = self._memo
+        if key not in memo:
+            if len(memo) >= MEMO_ENTRIES:
+                memo = self._memo = {}
+            memo[key] = read()
+        return memo[key]
+
+    def forget(self) -> None:
+        self._memo = {}
 
     # -- storage -------------------------------------------------------------------
 
@@ -345,6 +369,7 @@ class Rollups:
 
     def _replace(self, docs: list[dict]) -> None:
         """Write bucket documents unless a later read already wrote them (``v``, when the read began)."""
+        self.forget()
         ops = [ReplaceOne({"_id": d["_id"], "v": {"$lte": d["v"]}}, d, upsert=True) for d in docs]
         for i in range(0, len(ops), WRITE_BATCH):
             try:
@@ -356,6 +381,7 @@ class Rollups:
 
     def _insert(self, docs: list[dict]) -> None:
         """A build's buckets, written in batches into a series just emptied."""
+        self.forget()
         for i in range(0, len(docs), WRITE_BATCH):
             try:
                 self.buckets.insert_many(docs[i:i + WRITE_BATCH], ordered=False)
@@ -381,8 +407,9 @@ class Rollups:
         # collection for an $or of them, or for a range on _id.
         ranges = [(HOUR, a, b) for a, b in _runs(hours, LEVELS[HOUR])] + [(DAY, a, b) for a, b in _runs(days, LEVELS[DAY])]
         try:
-            rows = [r for level, a, b in ranges
-                    for r in self.buckets.find({"s": series, "l": level, "t": {"$gte": a, "$lt": b}})]
+            rows = [r for level, a, b in ranges for r in self.remembered(
+                ("stored", series, level, a, b),
+                lambda: list(self.buckets.find({"s": series, "l": level, "t": {"$gte": a, "$lt": b}})))]
         except PyMongoError as exc:
             raise unavailable(exc) from exc
         hour_docs = {bk.utc(r["t"]): _quarters_from(r) for r in rows if r["l"] == HOUR}
@@ -638,6 +665,7 @@ class Rollups:
         ``trust_s`` seconds ago is taken as it is (the dashboard trusts the worker,
         which follows every 5 s), so open dashboards add no work per change.
         """
+        self.forget()
         self.ensure_indexes()
         out = {}
         now = datetime.now(timezone.utc)
