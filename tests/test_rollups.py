@@ -621,3 +621,23 @@ def test_figures_read_between_two_refreshes_share_their_bucket_reads_and_partial
                                      "createdAt": AT - timedelta(minutes=5)})
     fast.rollups.refresh()
     assert payments.window_summary(fast, window)["succeeded"] == first["succeeded"] + 1
+
+
+def test_a_verification_step_finds_where_history_starts_without_scanning_every_bucket(platform_db, settings,
+                                                                                     monkeypatch):
+    """Each step asked for the oldest day bucket of any series, a filter the (s, l, t) index does not
+    serve: 13.6 s of a 15.7 s step at a year of history, every 10 minutes. The oldest day is kept;
+    a document older than it moves it back, so verification still walks the whole history."""
+    from pymongo.collection import Collection
+    mixed_platform(platform_db, days=3)
+    fast = rolled(source(settings), settings)
+    assert fast.rollups.oldest() == bk.floor(AT - timedelta(days=3), "1d")
+    filters, real = [], Collection.find
+    monkeypatch.setattr(Collection, "find", lambda self, *a, **kw: (
+        filters.append(a[0] if a else kw.get("filter")) if self.name == BUCKETS else None) or real(self, *a, **kw))
+    fast.rollups.verify_step(AT + timedelta(hours=1))
+    assert filters and all("s" in f for f in filters)
+    platform_db.payments.insert_one({"paymentId": "backdated", "amount": 100, "currency": "usd",
+                                     "status": "completed", "createdAt": AT - timedelta(days=40)})
+    fast.rollups.refresh()
+    assert fast.rollups.oldest() == bk.floor(AT - timedelta(days=40), "1d")

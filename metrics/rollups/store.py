@@ -80,6 +80,7 @@ BUILD_CHUNK_DOCS = 20_000
 # The longest is the one pass that finds a collection's time span and its documents without a date.
 BUILD_STEP_TIMEOUT_S = 900
 WRITE_BATCH = 500
+OLDEST = "oldest"  # the rollup_meta document of the first day any series has a bucket for
 MEMO_ENTRIES = 2_000  # reads remembered between two refreshes (a page view needs a few dozen)
 T = TypeVar("T")
 VERIFY_STEP = timedelta(days=1)
@@ -312,6 +313,7 @@ class Rollups:
         self._streams: dict[str, object] = {}
         self._indexed = False
         self._memo: dict = {}
+        self._oldest: datetime | None = None  # as kept in rollup_meta, once read or written
         self.hash = schema_hash(src)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
@@ -450,6 +452,11 @@ class Rollups:
                      insert: bool = False) -> None:
         by_hour = _by_hour(found)
         docs = [_hour_doc(series, h, by_hour.get(h, [None] * QUARTERS), version) for h in sorted(set(hours))]
+        written = [d["t"] for d in docs if any(q is not None for q in d["q"])]
+        if written:
+            if self._oldest is None:
+                self.oldest()  # what is kept, before a recent write could stand for it
+            self._move_oldest(bk.floor(min(written), DAY))
         self._insert(docs) if insert else self._replace(docs)
 
     def _roll_up_days(self, series: str, hours: Iterable[datetime], version: int) -> None:
@@ -896,8 +903,28 @@ class Rollups:
         return report
 
     def oldest(self) -> datetime | None:
-        row = self.buckets.find_one({"l": DAY}, sort=[("t", ASCENDING)])
-        return bk.utc(row["t"]) if row else None
+        """The first day any series has a bucket for, where verification starts over.
+
+        Kept in ``rollup_meta`` and moved back by any write older than it, since
+        no index serves "the oldest day of every series" (a collection scan of
+        the buckets, 14 s at a year on the embedded server); read once from each
+        series' day buckets when rollups written before it was kept have none.
+        """
+        row = self.state[META].find_one({"_id": OLDEST})
+        if row is not None:
+            self._oldest = bk.utc(row["t"])
+            return self._oldest
+        firsts = [bk.utc(r["t"]) for name in SERIES
+                  for r in self.buckets.find({"s": name, "l": DAY}, {"t": 1}).sort("t", ASCENDING).limit(1)]
+        if not firsts:
+            return None
+        self._move_oldest(min(firsts))
+        return self._oldest
+
+    def _move_oldest(self, day: datetime) -> None:
+        if self._oldest is None or day < self._oldest:
+            self.state[META].update_one({"_id": OLDEST}, {"$min": {"t": day}}, upsert=True)
+            self._oldest = day
 
     # -- status --------------------------------------------------------------------
 
