@@ -959,8 +959,9 @@ class Rollups:
             before = [m for m in row["m"] if bk.utc(m["t"]) < at]
             if len(before) > 1:
                 customer, service = json.loads(row["_id"])
-                out.append({"customerId": customer, "serviceId": service, "count": len(before),
-                            "enrollment_ids": [str(m["id"]) for m in before], **({"members": before} if members else {})})
+                pair = {"customerId": customer, "serviceId": service, "count": len(before),
+                        "enrollment_ids": [str(m["id"]) for m in before]}
+                out.append({**pair, "members": before} if members else pair)
         out.sort(key=lambda r: (-r["count"], str(r["customerId"])))
         return out
 
