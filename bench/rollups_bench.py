@@ -35,13 +35,14 @@ added at a tenth per minute.  No new payments arrive during the play.
 from __future__ import annotations
 
 import json
-import re
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -413,26 +414,36 @@ PAGE_TIMEOUT_S = 600
 TROUBLE = ("Data source unavailable", "The database is slow", "ExecutionTimeout", "Traceback")
 
 
-def _drawn_seconds(page, url: str) -> tuple[float, list[str]]:
-    """Seconds from navigation until ``url`` had drawn everything; and the trouble words it showed."""
-    began = time.perf_counter()
-    page.goto(url)
+def _settled(page, began: float, arrived: Callable[[float], bool] = lambda now: True) -> tuple[float, dict | None]:
+    """Seconds from ``began`` until the page had drawn everything (``arrived(now)`` true, no script
+    run in progress, every chart drawn, nothing changed for ``SETTLED_S``), up to its last change;
+    and its state then (``None`` when it did not finish within the timeout)."""
     changed, last = began, None
     while True:
         state = page.evaluate(PAGE_STATE)
         now = time.perf_counter()
-        done = state["heading"] and state["charts"] and not state["running"]
+        done = arrived(now) and state["heading"] and state["charts"] and not state["running"]
         signature = (state["size"], done)
         if signature != last:
             changed, last = now, signature
         elif done and now - changed >= SETTLED_S:
-            trouble = [w for w in TROUBLE if w in state["text"]]
-            if page.query_selector('[data-testid="stException"]'):
-                trouble.append("exception")
-            return round(changed - began, 2), trouble
+            return round(changed - began, 2), state
         if now - began > PAGE_TIMEOUT_S:
-            return float("nan"), ["did not finish within the timeout"]
+            return float("nan"), None
         time.sleep(0.05)
+
+
+def _drawn_seconds(page, url: str) -> tuple[float, list[str]]:
+    """Seconds from navigation until ``url`` had drawn everything; and the trouble words it showed."""
+    began = time.perf_counter()
+    page.goto(url)
+    seconds, state = _settled(page, began)
+    if state is None:
+        return seconds, ["did not finish within the timeout"]
+    trouble = [w for w in TROUBLE if w in state["text"]]
+    if page.query_selector('[data-testid="stException"]'):
+        trouble.append("exception")
+    return seconds, trouble
 
 
 HEADINGS = "() => [...document.querySelectorAll('[data-testid=\"stHeading\"]')].map(e => e.innerText).join('|')"
@@ -441,29 +452,23 @@ CLICK_RETRY_S = 10  # a click that lands while the page redraws itself (a live f
 
 def _navigated_seconds(page, title: str) -> float:
     """Seconds from a click on ``title`` in the sidebar until that page had drawn everything (the
-    rule of :func:`_drawn_seconds`, and its heading is the page's)."""
+    rule of :func:`_settled`, once the page's heading shows)."""
     # The label ends the link's text; its icon's name comes first, and the Alerts icon is named
     # "notifications", so a plain text match would take the Alerts link for Notifications.
     link = page.locator('[data-testid="stSidebarNav"] a', has_text=re.compile(rf"{re.escape(title)}\s*$")).first
-    began = clicked = time.perf_counter()
+    began = time.perf_counter()
+    clicked = [began]
     link.click()
-    changed, last = began, None
-    while True:
-        state = page.evaluate(PAGE_STATE)
-        now = time.perf_counter()
-        arrived = title in page.evaluate(HEADINGS)
-        done = arrived and state["heading"] and state["charts"] and not state["running"]
-        signature = (state["size"], done)
-        if signature != last:
-            changed, last = now, signature
-        elif done and now - changed >= SETTLED_S:
-            return round(changed - began, 2)
-        if not arrived and now - clicked > CLICK_RETRY_S:
+
+    def arrived(now: float) -> bool:
+        if title in page.evaluate(HEADINGS):
+            return True
+        if now - clicked[0] > CLICK_RETRY_S:
             link.click()
-            clicked = now
-        if now - began > PAGE_TIMEOUT_S:
-            return float("nan")
-        time.sleep(0.05)
+            clicked[0] = now
+        return False
+
+    return _settled(page, began, arrived)[0]
 
 
 def browser_pages(volume, settings, at) -> dict:
