@@ -285,7 +285,7 @@ def webhook_activity(src: Source, window: Window, weeks: int = 4) -> dict:
 
     ``{"received", "usual": median of the same window in the previous weeks
     that received any (``None`` with fewer than two such weeks), "weekly":
-    [...], "last_received_at"}``.  One indexed count per window.
+    [...], "last_received_at"}``.  Counted by :func:`received_counts`.
     """
     now, usual, weekly = _usual(received_counts(src, baseline_windows(window, weeks)))
     return {"received": now, "usual": usual, "weekly": weekly, "last_received_at": last_received_at(src, window.end)}
