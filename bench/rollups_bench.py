@@ -197,13 +197,35 @@ def child_env(volume: Volume, settings) -> dict:
     return env
 
 
-def timed(fn, runs: int) -> list[float]:
+def timed(fn, runs: int, before: Callable[[], object] = lambda: None) -> list[float]:
+    """Seconds of each of ``runs`` calls of ``fn``, each after ``before()`` (not timed)."""
     out = []
     for _ in range(runs):
+        before()
         started = time.perf_counter()
         fn()
         out.append(round(time.perf_counter() - started, 3))
     return out
+
+
+def _commands_of(fn, before: Callable[[], object]) -> dict:
+    """What one call of ``fn`` (after ``before()``) sent: commands and documents returned, over all databases."""
+    before()
+    with traffic_log().counting() as log:
+        fn()
+    return {"commands": sum(n for n, _, _ in log.rows.values()),
+            "documents_returned": sum(d for _, d, _ in log.rows.values())}
+
+
+def newest_written(settings, at: datetime) -> Callable[[], None]:
+    """What the worker does when a payment arrives: the newest hour of every series written again, by
+    another process's rollups.  A refresh after it forgets what was read of that hour (and only that)."""
+    from metrics.db import source
+    from metrics.rollups import attach
+    from metrics.rollups.store import SERIES
+
+    worker = attach(source(settings), settings, refresh=False).rollups
+    return lambda: [worker.recompute(spec, [at]) for spec in SERIES.values()]
 
 
 def summary(times: list[float]) -> dict:
@@ -278,10 +300,15 @@ def measure(volume: Volume, runs: int = 3, raw: bool = True, rebuild: bool = Fal
         result["refresh_nothing_new_s"] = summary(timed(src.rollups.refresh, runs))
 
         from metrics.snapshot import build_snapshot
-        # Each run as after a refresh: nothing remembered from the run before (Rollups.remembered).
+        # Cold: nothing remembered (Rollups.remembered), as in a process that just started.
         result["build_snapshot_in_process_s"] = summary(timed(
-            lambda: (src.rollups.forget(), build_snapshot(src, settings, at)), runs))
-        say(f"{volume.name}: build_snapshot {result['build_snapshot_in_process_s']['median']} s")
+            lambda: build_snapshot(src, settings, at), runs, before=src.rollups.forget))
+        # Steady: the worker wrote the newest hour of every series since the last snapshot.
+        write_newest = newest_written(settings, at)
+        result["build_snapshot_in_process_steady_s"] = summary(timed(
+            lambda: build_snapshot(src, settings, at), runs, before=lambda: (write_newest(), src.rollups.refresh())))
+        say(f"{volume.name}: build_snapshot {result['build_snapshot_in_process_s']['median']} s cold, "
+            f"{result['build_snapshot_in_process_steady_s']['median']} s steady")
 
         def cli(*extra):
             done = subprocess.run([sys.executable, "-m", "metrics", "snapshot", "--json", "--at", iso(at), *extra],
@@ -371,12 +398,16 @@ def page_db_times(volume, settings, at, runs) -> dict:
     for page in PAGES:
         calls = record_page_calls(page, at)
         src, state = live_source(settings), state_db(settings)  # recording reset the clients: fresh ones
+        write_newest = newest_written(settings, at)
         platform = [c for c in calls if c[1] == "platform"]
 
         def replay(which):
-            src.rollups.forget()  # a view after a refresh: nothing remembered from the previous run
             for name, kind, args in which:
                 common._function(name)(src if kind == "platform" else state, *args)
+
+        def newest_seen():  # the dashboard's refresh after the worker wrote the newest hour
+            write_newest()
+            src.rollups.refresh(trust_s=3600)
 
         each = []
         src.rollups.forget()
@@ -386,14 +417,16 @@ def page_db_times(volume, settings, at, runs) -> dict:
             each.append({"call": name, "args": repr(args)[:160], "s": round(time.perf_counter() - started, 3)})
         pages[page] = {"platform_calls": len(platform), "state_calls": len(calls) - len(platform),
                        "slowest_calls": sorted(each, key=lambda c: -c["s"])[:5],
-                       "platform_s": summary(timed(lambda: replay(platform), runs)),
-                       # database_health as the pages call it sends dbStats, which SecantusDB answers by
-                       # encoding every document: the rest of the page, apart
-                       "platform_without_database_health_s": summary(timed(lambda: replay(
-                           [c for c in platform if not c[0].endswith(".database_health")]), runs)),
-                       "all_s": summary(timed(lambda: replay(calls), runs))}
+                       # Cold: the first view after the dashboard started, nothing remembered.
+                       "platform_s": summary(timed(lambda: replay(platform), runs, before=src.rollups.forget)),
+                       # Steady: a view after a refresh that followed the worker's write of the newest hour.
+                       "platform_steady_s": summary(timed(lambda: replay(platform), runs, before=newest_seen)),
+                       "platform_steady_commands": _commands_of(lambda: replay(platform), before=newest_seen),
+                       "all_s": summary(timed(lambda: replay(calls), runs, before=src.rollups.forget))}
         say(f"{volume.name}: page {page}: {len(platform)} platform figure calls, "
-            f"{pages[page]['platform_s']['median']} s (with Paywatch's own reads {pages[page]['all_s']['median']} s)")
+            f"{pages[page]['platform_s']['median']} s cold, {pages[page]['platform_steady_s']['median']} s steady "
+            f"({pages[page]['platform_steady_commands']} commands; with Paywatch's own reads "
+            f"{pages[page]['all_s']['median']} s cold)")
     _reset_streamlit()
     return pages
 
@@ -520,7 +553,9 @@ def alert_cycles(settings, at, runs) -> dict:
     logging.getLogger("alerts").setLevel(logging.ERROR)
     worker = Worker(settings, use_lease=False)
     worker.cycle(at)  # the first cycle creates the worker's indexes; the rest is steady state
-    return summary(timed(lambda: worker.cycle(at), runs))
+    # Each cycle after the newest hour of every series was written again (new payments), which its
+    # refresh follows: what it read of that hour is read again, the rest is remembered.
+    return summary(timed(lambda: worker.cycle(at), runs, before=newest_written(settings, at)))
 
 
 def weekly_report(settings, at, runs) -> dict:

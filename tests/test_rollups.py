@@ -641,3 +641,101 @@ def test_a_verification_step_finds_where_history_starts_without_scanning_every_b
                                      "status": "completed", "createdAt": AT - timedelta(days=40)})
     fast.rollups.refresh()
     assert fast.rollups.oldest() == bk.floor(AT - timedelta(days=40), "1d")
+
+
+def _bucket_and_raw_reads(monkeypatch) -> list[tuple[str, dict]]:
+    from pymongo.collection import Collection
+    sent, real = [], Collection.find
+    monkeypatch.setattr(Collection, "find", lambda self, *a, **kw: sent.append(
+        (self.name, a[0] if a else kw.get("filter"))) or real(self, *a, **kw))
+    return sent
+
+
+def test_a_view_after_a_refresh_reads_only_the_buckets_written_since_by_any_process(platform_db, settings,
+                                                                                   monkeypatch):
+    """Each refresh forgot every bucket read, so a page view after it read them all again: about 60
+    commands on the Overview at a year (0.33 s), when only the newest hour had changed. What was
+    read is now kept until its bucket is written again, by this process or another (the worker):
+    a change stream on rollup_buckets names what was written."""
+    from metrics.windows import Window
+    mixed_platform(platform_db, days=3)
+    worker = rolled(source(settings), settings)
+    dashboard = rolled(source(settings), settings, refresh=False)
+    dashboard.rollups.refresh()
+    window = Window(AT - timedelta(days=2, minutes=7), AT - timedelta(minutes=4))
+    first = payments.window_summary(dashboard, window)
+    sent = _bucket_and_raw_reads(monkeypatch)
+    dashboard.rollups.refresh(trust_s=60)
+    sent.clear()  # what a refresh reads (rollup_meta) is not the view's
+    assert payments.window_summary(dashboard, window) == first
+    assert sent == []
+    # A late status change in a closed hour, which the worker follows.
+    late = platform_db.payments.find_one({"status": "completed", "createdAt": {
+        "$gte": window.start + timedelta(hours=2), "$lt": AT - timedelta(days=1)}})
+    platform_db.payments.update_one({"_id": late["_id"]}, {"$set": {"status": "failed"}})
+    worker.rollups.refresh()
+    dashboard.rollups.refresh(trust_s=60)
+    sent.clear()
+    got = payments.window_summary(dashboard, window)
+    assert (got["succeeded"], got["failed"]) == (first["succeeded"] - 1, first["failed"] + 1)
+    assert got | {"processing_ms": None} == payments.window_summary(source(settings), window) | {"processing_ms": None}
+    reads = [f for name, f in sent if name == BUCKETS]
+    assert reads and all(f["t"]["$gte"] <= late["createdAt"].replace(tzinfo=UTC) < f["t"]["$lt"] for f in reads)
+    assert [f for name, f in sent if name != BUCKETS] == []  # the window's partial edges did not change
+
+
+def test_without_a_change_stream_on_the_buckets_every_refresh_forgets_what_was_read(platform_db, settings,
+                                                                                   mongo_client, monkeypatch,
+                                                                                   caplog):
+    from metrics.windows import Window
+    mixed_platform(platform_db, days=3)
+    worker = rolled(source(settings), settings)
+    dashboard = rolled(source(settings), settings, refresh=False)
+    window = Window(AT - timedelta(days=2, minutes=7), AT - timedelta(minutes=4))
+    dashboard.rollups.refresh()
+    # The server stops answering change streams (as a standalone mongod answers them: 40573).
+    no_streams = {"configureFailPoint": "failCommand", "mode": "alwaysOn",
+                  "data": {"failCommands": ["aggregate", "getMore"], "errorCode": 40573}}
+
+    def refreshed_without_change_streams():
+        mongo_client.admin.command(no_streams)
+        try:
+            dashboard.rollups.refresh(trust_s=60)
+        finally:
+            mongo_client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+
+    with caplog.at_level("INFO", logger="paywatch.rollups"):
+        refreshed_without_change_streams()
+        first = payments.window_summary(dashboard, window)
+        late = platform_db.payments.find_one({"status": "completed", "createdAt": {
+            "$gte": window.start + timedelta(hours=2), "$lt": AT - timedelta(days=1)}})
+        platform_db.payments.update_one({"_id": late["_id"]}, {"$set": {"status": "failed"}})
+        worker.rollups.refresh()
+        refreshed_without_change_streams()
+        sent = _bucket_and_raw_reads(monkeypatch)
+        got = payments.window_summary(dashboard, window)
+    assert "no change stream on rollup_buckets" in caplog.text
+    assert caplog.text.count("no change stream on rollup_buckets") == 1  # said once, not at every refresh
+    assert got["failed"] == first["failed"] + 1
+    assert len([f for name, f in sent if name == BUCKETS]) > 1  # everything read again
+
+
+def test_a_read_that_a_forgetting_overtook_is_not_kept(mongo_client, db_names):
+    from metrics.rollups.memo import Memo
+    memo = Memo(mongo_client[db_names[1]][BUCKETS], limit=10)
+    reads = []
+
+    def read():
+        reads.append(1)
+        memo.forget(["payments|1h|2026-11-26T11:00"])  # a write landed while this read was under way
+        return len(reads)
+
+    assert memo.get("a", read, under="payments|1h|2026-11-26T11:00") == 1
+    assert memo.get("a", read, under="payments|1h|2026-11-26T11:00") == 2
+    memo.get("b", lambda: "kept", under="payments|1h|2026-11-26T12:00")
+    assert memo.get("b", lambda: "read again") == "kept"
+    memo.forget(["payments|1h|2026-11-26T12:00"])
+    assert memo.get("b", lambda: "read again") == "read again"
+    for i in range(12):
+        memo.get(("c", i), lambda: i)
+    assert len(memo._entries) == 10  # the oldest went first

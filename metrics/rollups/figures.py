@@ -18,7 +18,7 @@ from metrics.catalogue import rate
 from metrics.payments import summary_block as payments_block
 from metrics.rollups import buckets as bk
 from metrics.rollups.buckets import Bucket, Hist
-from metrics.rollups.store import SERIES, fold_partial
+from metrics.rollups.store import HOUR, SERIES, bucket_id, fetch
 from metrics.schema import SUCCEEDED_STATUSES
 from metrics.webhooks import summary_block as webhooks_block
 from metrics.windows import Window
@@ -26,21 +26,44 @@ from metrics.windows import Window
 
 def over(src, series: str, ranges: list[tuple[datetime, datetime]]) -> list[Bucket]:
     """One merged bucket per range: stored buckets read in one query, partial edges from the raw documents."""
-    rollups = src.rollups
     plans = [bk.segments(a, b) for a, b in ranges]
     keys = sorted({k for buckets, _ in plans for k in buckets}, key=lambda k: (k[0], k[1]))
-    stored = dict(zip(keys, [None] * len(keys)))
-    for key, bucket in rollups.read_keyed(series, keys).items():
-        stored[key] = bucket
-    raw = src.without_rollups()
+    stored = src.rollups.read_keyed(series, keys)
     out = []
     for buckets, edges in plans:
-        merged = bk.merge_all(stored[k] for k in buckets if stored.get(k) is not None)
+        merged = bk.merge_all(stored[k] for k in buckets if k in stored)
         for a, b in edges:
-            merged.merge(rollups.remembered(("edge", series, a, b),
-                                            lambda a=a, b=b: fold_partial(raw, SERIES[series], a, b)))
+            merged.merge(edge(src, series, a, b))
         out.append(merged)
     return out
+
+
+def edge(src, series: str, start: datetime, end: datetime) -> Bucket:
+    """The raw documents of ``[start, end)``, a range no stored bucket covers, folded into one bucket.
+
+    They are read as the whole fine buckets the range falls in, each kept until its hour's bucket
+    is written again (a change to one of its documents rewrites it): a page's windows end at one
+    instant and meet one another inside a fine bucket (the last 24 hours and the 24 hours before),
+    a chart's first and last bars end where its window does, and the next view needs them again.
+    """
+    spec = SERIES[series]
+    raw = src.without_rollups()
+    lo, hi = _as_stored(start), _as_stored(end)
+    out = Bucket()
+    t = bk.floor(start)
+    while t < end:
+        docs = src.rollups.remembered(("fine", series, t), lambda t=t: fetch(raw, spec, t, t + bk.LEVELS[bk.FINE]),
+                                      under=bucket_id(series, HOUR, bk.floor(t, HOUR)))
+        for d in docs:
+            if lo <= bk.utc(d[spec.field]) < hi:
+                spec.fold(out, d)
+        t += bk.LEVELS[bk.FINE]
+    return out
+
+
+def _as_stored(when: datetime) -> datetime:
+    # BSON dates hold milliseconds: a bound is compared as the server compares it, truncated.
+    return bk.utc(when).replace(microsecond=when.microsecond // 1000 * 1000)
 
 
 def one(src, series: str, window: Window) -> Bucket:

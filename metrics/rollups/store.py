@@ -49,6 +49,7 @@ from metrics.enrollments import DUPLICATE_STATUSES
 from metrics.quality import COLLECTIONS, is_valid, valid_filter, valid_stages
 from metrics.rollups import buckets as bk
 from metrics.rollups.buckets import FINE, LEVELS, Bucket
+from metrics.rollups.memo import INVALIDATING, Memo
 
 log = logging.getLogger("paywatch.rollups")
 
@@ -64,7 +65,6 @@ MEMBERS = "rollup_members"
 NO_CHANGE_STREAMS = {40573, 40324, 136, 13, 8000}
 # The resume token is no longer usable: history lost, token unparseable, stream fatally broken.
 LOST_TOKEN = {286, 280, 260, 9, 40576, 40615}
-INVALIDATING = {"drop", "dropDatabase", "rename", "invalidate"}
 
 BUILD_BATCH = 2000
 # Every date, as a range the time field's index serves.  A range on dates matches dates only
@@ -81,7 +81,7 @@ BUILD_CHUNK_DOCS = 20_000
 BUILD_STEP_TIMEOUT_S = 900
 WRITE_BATCH = 500
 OLDEST = "oldest"  # the rollup_meta document of the first day any series has a bucket for
-MEMO_ENTRIES = 2_000  # reads remembered between two refreshes (a page view needs a few dozen)
+MEMO_ENTRIES = 4_000  # bucket documents and fine buckets of raw documents remembered (a page needs ~100)
 T = TypeVar("T")
 VERIFY_STEP = timedelta(days=1)
 BUILD_CLAIM = timedelta(minutes=30)
@@ -251,14 +251,6 @@ def fold_range(src: Source, series: Series, start: datetime, end: datetime) -> d
     return bk.fold_into(fetch(src, series, start, end), series.field, series.fold)
 
 
-def fold_partial(src: Source, series: Series, start: datetime, end: datetime) -> Bucket:
-    """One bucket holding every document of ``[start, end)`` (a window's partial edge)."""
-    out = Bucket()
-    for d in fetch(src, series, start, end):
-        series.fold(out, d)
-    return out
-
-
 def schema_hash(src: Source) -> str:
     mapping = {k: {"name": getattr(src.schema, k).name, **dict(getattr(src.schema, k).fields)} for k in COLLECTIONS}
     return hashlib.sha256(json.dumps(mapping, sort_keys=True).encode()).hexdigest()[:16]
@@ -312,31 +304,28 @@ class Rollups:
         self.progress = Progress(progress)
         self._streams: dict[str, object] = {}
         self._indexed = False
-        self._memo: dict = {}
+        self._memo = Memo(state[BUCKETS], MEMO_ENTRIES)
         self._oldest: datetime | None = None  # as kept in rollup_meta, once read or written
         self.hash = schema_hash(src)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
-    # -- between two refreshes, each read once ------------------------------------------
+    # -- what was read, kept until it changes ---------------------------------------------
 
-    def remembered(self, key: tuple, read: Callable[[], T]) -> T:
-        """``read()``, or what it gave since the last refresh or write.
+    def remembered(self, key: tuple, read: Callable[[], T], under: str | None = None) -> T:
+        """``read()``, or what it gave before, while nothing under it changed.
 
         A page asks for a window, the window before it, its series and its
         splits: each needs the same stored buckets and the same partial edges
-        of raw documents.  Between two refreshes these are read once; what a
-        refresh or a write may change is forgotten, so the figures are as
-        fresh as the rollups themselves.
+        of raw documents, and the next view needs them again.  ``under`` is the
+        bucket document (``bucket_id``) the value was read from or depends on:
+        the value is kept until that bucket is written, by this process or
+        another (:class:`~metrics.rollups.memo.Memo`).  Without ``under`` it is
+        kept until the next refresh.
         """
-        memo = self._memo
-        if key not in memo:
-            if len(memo) >= MEMO_ENTRIES:
-                memo = self._memo = {}
-            memo[key] = read()
-        return memo[key]
+        return self._memo.get(key, read, under)
 
     def forget(self) -> None:
-        self._memo = {}
+        self._memo.forget()
 
     # -- storage -------------------------------------------------------------------
 
@@ -371,7 +360,7 @@ class Rollups:
 
     def _replace(self, docs: list[dict]) -> None:
         """Write bucket documents unless a later read already wrote them (``v``, when the read began)."""
-        self.forget()
+        self._memo.forget(d["_id"] for d in docs)
         ops = [ReplaceOne({"_id": d["_id"], "v": {"$lte": d["v"]}}, d, upsert=True) for d in docs]
         for i in range(0, len(ops), WRITE_BATCH):
             try:
@@ -383,7 +372,7 @@ class Rollups:
 
     def _insert(self, docs: list[dict]) -> None:
         """A build's buckets, written in batches into a series just emptied."""
-        self.forget()
+        self._memo.forget(d["_id"] for d in docs)
         for i in range(0, len(docs), WRITE_BATCH):
             try:
                 self.buckets.insert_many(docs[i:i + WRITE_BATCH], ordered=False)
@@ -397,29 +386,18 @@ class Rollups:
         return {bk.utc(r["t"]): _quarters_from(r) for r in rows}
 
     def read_keyed(self, series: str, keys: list[tuple[str, datetime]]) -> dict[tuple[str, datetime], Bucket]:
-        """The stored buckets at ``keys`` (level, start), in one query of at most a few ranges.
-
-        A bucket that was never written held no document.
-        """
+        """The stored buckets at ``keys`` (level, start): the documents not remembered read in one
+        query per contiguous run.  A bucket that was never written held no document."""
         if not keys:
             return {}
         hours = sorted({bk.floor(t, HOUR) for level, t in keys if level != DAY})
         days = sorted({t for level, t in keys if level == DAY})
-        # One (s, l, t) index range per run, at most five for any window: SecantusDB scans the
-        # collection for an $or of them, or for a range on _id.
-        ranges = [(HOUR, a, b) for a, b in _runs(hours, LEVELS[HOUR])] + [(DAY, a, b) for a, b in _runs(days, LEVELS[DAY])]
-        try:
-            rows = [r for level, a, b in ranges for r in self.remembered(
-                ("stored", series, level, a, b),
-                lambda: list(self.buckets.find({"s": series, "l": level, "t": {"$gte": a, "$lt": b}})))]
-        except PyMongoError as exc:
-            raise unavailable(exc) from exc
-        hour_docs = {bk.utc(r["t"]): _quarters_from(r) for r in rows if r["l"] == HOUR}
+        docs = self._stored(series, [(HOUR, h) for h in hours] + [(DAY, d) for d in days])
         # A day document written before its day ended (or never) may miss that day's last changes:
         # sum its hours instead, and store the sum, which is final now that the day is over.
-        final = {bk.utc(r["t"]): r for r in rows if r["l"] == DAY and r.get("v", 0) >= _ns(bk.utc(r["t"]) + LEVELS[DAY])}
-        day_docs = {t: Bucket.from_bson(r.get("b") or {}) for t, r in final.items()}
-        open_days = [d for d in days if d not in final]
+        day_docs = {d: docs[(DAY, d)]["b"] for d in days
+                    if docs[(DAY, d)] is not None and docs[(DAY, d)]["v"] >= _ns(d + LEVELS[DAY])}
+        open_days = [d for d in days if d not in day_docs]
         if open_days:
             day_docs.update(self._close_days(series, open_days))
         out = {}
@@ -427,16 +405,39 @@ class Rollups:
             if level == DAY:
                 b = day_docs.get(t)
             else:
-                quarters = hour_docs.get(bk.floor(t, HOUR))
+                hour = bk.floor(t, HOUR)
+                quarters = (docs[(HOUR, hour)] or {}).get("q")
                 if quarters is None:
                     b = None
                 elif level == HOUR:
-                    b = bk.merge_all(q for q in quarters if q is not None)
+                    b = self.remembered(("hour", series, hour), lambda quarters=quarters: bk.merge_all(
+                        q for q in quarters if q is not None), under=bucket_id(series, HOUR, hour))
                 else:
                     b = quarters[_quarter(t)]
             if b is not None:
                 out[(level, t)] = b
         return out
+
+    def _stored(self, series: str, wanted: list[tuple[str, datetime]]) -> dict[tuple[str, datetime], dict | None]:
+        """The bucket documents at ``wanted`` (level, start), decoded (``None``: never written)."""
+        def read(missing: list[tuple]) -> dict[tuple, dict | None]:
+            found = dict.fromkeys(missing)
+            for level in (HOUR, DAY):
+                # One (s, l, t) index range per run: SecantusDB scans the collection for an $or of
+                # them, or for a range on _id.
+                starts = sorted(t for _, _, lv, t in missing if lv == level)
+                for a, b in _runs(starts, LEVELS[level]):
+                    try:
+                        rows = _decoded(self.buckets.find({"s": series, "l": level, "t": {"$gte": a, "$lt": b}}))
+                    except PyMongoError as exc:
+                        raise unavailable(exc) from exc
+                    for row in rows:
+                        if ("doc", series, level, row["t"]) in found:
+                            found[("doc", series, level, row["t"])] = row
+            return found
+
+        docs = self._memo.many({("doc", series, level, t): bucket_id(series, level, t) for level, t in wanted}, read)
+        return {(level, t): docs[("doc", series, level, t)] for level, t in wanted}
 
     def _close_days(self, series: str, days: list[datetime]) -> dict[datetime, Bucket]:
         version = time.time_ns()
@@ -563,6 +564,7 @@ class Rollups:
                 self.progress(series.name, seen, total)
             with pymongo.timeout(BUILD_STEP_TIMEOUT_S):  # a year of buckets goes at once
                 self.buckets.delete_many({"s": series.name})
+            self._memo.forget()
             self._write_hours(series.name, {bk.floor(t, HOUR) for t in found}, found, version, insert=True)
             days: dict[datetime, Bucket] = {}
             for t, b in found.items():
@@ -672,7 +674,7 @@ class Rollups:
         ``trust_s`` seconds ago is taken as it is (the dashboard trusts the worker,
         which follows every 5 s), so open dashboards add no work per change.
         """
-        self.forget()
+        self._memo.follow()
         self.ensure_indexes()
         out = {}
         now = datetime.now(timezone.utc)
@@ -968,6 +970,7 @@ class Rollups:
     def close(self) -> None:
         for key in list(self._streams):
             self._close(key)
+        self._memo.close()
 
 
 def _ns(when: datetime) -> int:
@@ -993,6 +996,22 @@ def _hour_doc(series: str, hour: datetime, quarters: list, version: int) -> dict
 
 def _day_doc(series: str, day: datetime, bucket: Bucket, version: int) -> dict:
     return {"_id": bucket_id(series, DAY, day), "s": series, "l": DAY, "t": day, "v": version, "b": bucket.to_bson()}
+
+
+def _decoded(docs: Iterable[dict]) -> list[dict]:
+    """Bucket documents as read, with their buckets decoded: an hour's quarters in ``q``, a day's bucket in ``b``.
+
+    Decoded once per read: the buckets a page merges are shared by its windows, and never changed in place.
+    """
+    out = []
+    for doc in docs:
+        row = {"l": doc["l"], "t": bk.utc(doc["t"]), "v": doc.get("v", 0)}
+        if doc["l"] == HOUR:
+            row["q"] = _quarters_from(doc)
+        else:
+            row["b"] = Bucket.from_bson(doc.get("b") or {})
+        out.append(row)
+    return out
 
 
 def _quarters_from(doc: dict) -> list:
