@@ -166,9 +166,10 @@ class Dashboard(DashboardProcess):
     """The dashboard over one volume, with no secrets file: a developer's [auth] section would put a
     login page in front of the Overview."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, drop: tuple[str, ...] = ()):
+    def __init__(self, env: dict[str, str], log_path: Path, drop: tuple[str, ...] = (), app: Path | None = None):
         super().__init__(env, log_path, ("--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-                                         "--secrets.files", str(log_path.parent / "no-secrets.toml")), drop)
+                                         "--secrets.files", str(log_path.parent / "no-secrets.toml")), drop,
+                         **({"app": app} if app else {}))
 
 
 def measure(volume) -> dict:

@@ -536,12 +536,35 @@ def browser_pages(volume, settings, at) -> dict:
                 out[name]["navigated_s"] = seconds = _navigated_seconds(tab, title)
                 say(f"{volume.name}: {title} reached from the sidebar in {seconds} s")
             tab.close()
+            out["framework_floor"] = _floor(context, env, volume.home)
         finally:
             browser.close()
     out["how"] = (f"cold_s: from navigation to a new tab's URL until the last change in the page (no script run "
                   f"in progress, every chart drawn, nothing changed for {SETTLED_S} s); navigated_s: the same "
                   f"from a click on the page's sidebar link in a tab that shows the page before it (the live "
                   f"instant: the sidebar's links carry no ?at=)")
+    return out
+
+
+FLOOR_APP = ROOT / "bench" / "floor_app.py"
+FLOOR_CHARTS = (0, 1, 8)
+
+
+def _floor(context, env: dict, home: Path, runs: int = 3) -> dict:
+    """What Streamlit and Plotly alone take in a new tab here: a page with a heading and 0, 1 or 8
+    charts (``bench/floor_app.py``), by the same rule as our pages; median of ``runs``."""
+    from bench.dashboard import Dashboard
+
+    out = {}
+    with Dashboard(env, home / "floor.log", drop=NOT_INHERITED, app=FLOOR_APP) as floor:
+        for charts in FLOOR_CHARTS:
+            times = []
+            for _ in range(runs):
+                page = context.new_page()
+                times.append(_drawn_seconds(page, f"{floor.url}/?charts={charts}")[0])
+                page.close()
+            out[f"charts_{charts}_s"] = statistics.median(times)
+            say(f"framework floor: a page with {charts} Plotly chart(s) drawn in {out[f'charts_{charts}_s']} s")
     return out
 
 

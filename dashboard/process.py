@@ -1,4 +1,4 @@
-"""``streamlit run dashboard/app.py`` as a child process on a free loopback port.
+"""``streamlit run dashboard/app.py`` (or another app) as a child process on a free loopback port.
 
 For the browser test and the dashboard benchmark: start the dashboard over a
 given database, wait until it answers, stop exactly that process.  No
@@ -26,7 +26,8 @@ class DashboardProcess:
     """The dashboard with ``env`` added to this process's environment (less the names in ``drop``)."""
 
     def __init__(self, env: dict[str, str], log_path: Path, extra_args: tuple[str, ...] = (),
-                 drop: tuple[str, ...] = ()):
+                 drop: tuple[str, ...] = (), app: Path = APP):
+        self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -36,7 +37,7 @@ class DashboardProcess:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "DashboardProcess":
-        cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(self.port),
+        cmd = [sys.executable, "-m", "streamlit", "run", str(self.app), "--server.port", str(self.port),
                "--server.address", "127.0.0.1", "--server.headless", "true", *self.extra_args]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
