@@ -69,3 +69,14 @@ def test_no_module_sets_another_objects_private_attributes():
                             and not (isinstance(target.value, ast.Name) and target.value.id in ("self", "cls")):
                         offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} sets .{target.attr}")
     assert offenders == []
+
+
+def test_the_metrics_command_loads_the_stripe_sdk_only_for_reconcile():
+    """``python -m metrics snapshot`` imported the Stripe SDK (and aiohttp with it) for two constants:
+    a quarter of a second of every snapshot's 1.5 s budget. Only ``reconcile`` needs it."""
+    import subprocess
+    import sys
+    loaded = subprocess.run([sys.executable, "-c", "import sys, metrics.__main__, metrics.snapshot, metrics.rollups; "
+                             "print(sorted({'stripe', 'aiohttp'} & set(sys.modules)))"],
+                            cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"

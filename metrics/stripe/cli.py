@@ -17,8 +17,6 @@ from metrics import format as fmt
 from metrics.db import Source, source
 from metrics.settings import Settings
 from metrics.snapshot import to_json
-from metrics.stripe import mirror
-from metrics.stripe.client import StripeNotConfigured, StripeOptions
 from metrics.stripe.reconcile import reconcile
 from metrics.stripe.store import mirror_store
 from metrics.windows import Window, parse_instant, utc
@@ -59,6 +57,11 @@ def run(args: argparse.Namespace, settings: Settings, src: Source | None = None,
     if since >= at:
         print("paywatch: --since must be before --at", file=err)
         return EXIT_USAGE
+    # Here, not at the top: importing the Stripe SDK takes a quarter of a second (it loads aiohttp when
+    # installed), and every other command of ``python -m metrics`` (snapshot, rollups) goes without it.
+    from metrics.stripe import mirror
+    from metrics.stripe.client import StripeNotConfigured, StripeOptions
+
     options = StripeOptions.from_settings(settings)
     if args.sync:
         try:

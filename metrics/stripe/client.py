@@ -125,10 +125,6 @@ def call_kind(status: int | None) -> str:
     return "client_error"
 
 
-# Outcomes that count against the API's health: the network or Stripe failed us.
-# A 4xx (a permission not granted, an endpoint localstripe lacks) is our request
-# being refused; it is reported per resource instead.
-ERROR_KINDS = ("network_error", "rate_limited", "server_error")
 
 
 @dataclass

@@ -45,8 +45,7 @@ from metrics.db import DataSourceUnavailable
 from metrics.settings import Settings
 from metrics.stats import PERCENTILE, ratio, read_duration_stats
 from metrics.stripe import store
-from metrics.stripe.client import ERROR_KINDS
-from metrics.stripe.mirror import EVENTS_KEEP_DAYS, UNDELIVERED, WEBHOOK_RETRY_DAYS
+from metrics.stripe.store import EVENTS_KEEP_DAYS, UNDELIVERED, WEBHOOK_RETRY_DAYS
 from metrics.stripe.store import MirrorStore
 from metrics.windows import Window, iso, last, utc
 
@@ -490,7 +489,7 @@ def api_summary(ms: MirrorStore, window: Window) -> dict:
     ])[0]
     kinds = {r["_id"]: r["count"] for r in rows["kinds"]}
     calls = sum(kinds.values())
-    errors = sum(kinds.get(k, 0) for k in ERROR_KINDS)
+    errors = sum(kinds.get(k, 0) for k in store.ERROR_KINDS)
     return {"calls": calls, "errors": errors, "error_rate": ratio(errors, calls),
             "latency_ms": read_duration_stats(rows["latency"]), "by_kind": dict(sorted(kinds.items()))}
 
@@ -505,9 +504,9 @@ def api_unreachable_minutes(ms: MirrorStore, at: datetime, horizon: timedelta = 
     latest = ms.find_one(store.API_CALLS, {"at": {"$gte": at - horizon, "$lt": at}}, sort=[("at", -1)])
     if latest is None:
         return None
-    if latest.get("kind") not in ERROR_KINDS:
+    if latest.get("kind") not in store.ERROR_KINDS:
         return 0.0
-    answered = ms.find_one(store.API_CALLS, {"at": {"$lt": at}, "kind": {"$nin": list(ERROR_KINDS)}}, sort=[("at", -1)])
+    answered = ms.find_one(store.API_CALLS, {"at": {"$lt": at}, "kind": {"$nin": list(store.ERROR_KINDS)}}, sort=[("at", -1)])
     since = utc(answered["at"]) if answered else utc(ms.find_one(store.API_CALLS, {"at": {"$lt": at}}, sort=[("at", 1)])["at"])
     return round(max(0.0, (utc(latest["at"]) - since).total_seconds() / 60), 1)
 

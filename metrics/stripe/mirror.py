@@ -43,22 +43,15 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 from metrics.db import DataSourceUnavailable, state_db
 from metrics.settings import Settings
 from metrics.stripe import store
+from metrics.stripe.store import EVENTS_KEEP_DAYS, UNDELIVERED
 from metrics.stripe.client import CallLog, StripeAPI, StripeCallError, StripeNotConfigured, StripeOptions, stripe_api
 
 log = logging.getLogger(__name__)
 
 UTC = timezone.utc
-# Stripe retries a webhook delivery for up to three days in live mode
-# (https://docs.stripe.com/webhooks#retries); after that an event's
-# ``pending_webhooks`` will not change, so we stop re-reading it.
-WEBHOOK_RETRY_DAYS = 3
-# Stripe keeps events for 30 days (https://docs.stripe.com/api/events).
-EVENTS_KEEP_DAYS = 30
 LEASE_ID = "sync-lease"
 DUPLICATE_KEY = 11000
 
-# The sync state and run-report name of the ``delivery_success=false`` listing.
-UNDELIVERED = "undelivered_events"
 
 # Listed with a ``created`` cursor, in this order (events last: they update the others).
 CURSOR_RESOURCES = ("payment_intents", "charges", "refunds", "disputes", "events")

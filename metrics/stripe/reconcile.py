@@ -62,7 +62,7 @@ from metrics.quality import valid_filter
 from metrics.schema import SUCCEEDED_STATUSES, Schema
 from metrics.stripe import store
 from metrics.stripe.metrics import RETENTION_WARN_DAYS, dashboard_url, webhook_health
-from metrics.stripe.mirror import EVENTS_KEEP_DAYS
+from metrics.stripe.store import EVENTS_KEEP_DAYS
 from metrics.stripe.store import MirrorStore
 from metrics.windows import Window, iso, parse_instant, utc
 

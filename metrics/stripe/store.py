@@ -26,6 +26,18 @@ WEBHOOK_ENDPOINTS = "stripe_webhook_endpoints"
 SYNC_STATE = "stripe_sync_state"
 SYNC_RUNS = "stripe_sync_runs"
 API_CALLS = "stripe_api_calls"
+# Outcomes of a recorded API call (``kind``) that count against the API's health: the network or
+# Stripe failed us.  A 4xx (a permission not granted, an endpoint localstripe lacks) is our request
+# being refused; it is reported per resource instead.
+ERROR_KINDS = ("network_error", "rate_limited", "server_error")
+# Stripe retries a webhook delivery for up to three days in live mode
+# (https://docs.stripe.com/webhooks#retries); after that an event's
+# ``pending_webhooks`` will not change, so the mirror stops re-reading it.
+WEBHOOK_RETRY_DAYS = 3
+# Stripe keeps events for 30 days (https://docs.stripe.com/api/events).
+EVENTS_KEEP_DAYS = 30
+# The sync state and run-report name of the ``delivery_success=false`` listing.
+UNDELIVERED = "undelivered_events"
 
 # Stripe resource name -> mirror collection, for the objects listed with a ``created`` cursor.
 COLLECTIONS = {
