@@ -222,6 +222,7 @@ def robust_score(current_mean: float, current_count: int, weekly_means: list[flo
     return {"median": median, "mad": mad, "score": None if score is None else round(score, 2)}
 
 
+@rolled_up
 def amount_spike(src: Source, window: Window, weeks: int = 4, split: str | None = "currency") -> dict[str, dict]:
     """The average succeeded amount in W against the same window in each of the previous ``weeks`` weeks.
 
@@ -231,8 +232,12 @@ def amount_spike(src: Source, window: Window, weeks: int = 4, split: str | None 
     "baseline_weeks", "pooled_sd", "median", "mad", "score"}}``; amounts are
     never added across currencies, so the default split is currency.
     """
-    per_window = [{row["_id"]: row for row in src.aggregate("payments", amount_stats_pipeline(w, src.schema, split))}
-                  for w in baseline_windows(window, weeks)]
+    return spike_scores([{row["_id"]: row for row in src.aggregate("payments", amount_stats_pipeline(w, src.schema, split))}
+                         for w in baseline_windows(window, weeks)])
+
+
+def spike_scores(per_window: list[dict[str, dict]]) -> dict[str, dict]:
+    """:func:`amount_spike` from each window's ``{subject: {"count", "sum", "sumsq"}}``, W first."""
     out: dict[str, dict] = {}
     for subject in sorted(set().union(*per_window)):
         current = per_window[0].get(subject, {"count": 0, "sum": 0})

@@ -12,7 +12,8 @@ yet is answered from the raw documents.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Iterator
 
 from metrics.catalogue import rate
 from metrics.payments import summary_block as payments_block
@@ -39,7 +40,15 @@ def over(src, series: str, ranges: list[tuple[datetime, datetime]]) -> list[Buck
 
 
 def edge(src, series: str, start: datetime, end: datetime) -> Bucket:
-    """The raw documents of ``[start, end)``, a range no stored bucket covers, folded into one bucket.
+    """The raw documents of ``[start, end)``, a range no stored bucket covers, folded into one bucket."""
+    out = Bucket()
+    for d in documents(src, series, start, end):
+        SERIES[series].fold(out, d)
+    return out
+
+
+def documents(src, series: str, start: datetime, end: datetime) -> Iterator[dict]:
+    """The valid raw documents of ``series`` in ``[start, end)``, under our field names.
 
     They are read as the whole fine buckets the range falls in, each kept until its hour's bucket
     is written again (a change to one of its documents rewrites it): a page's windows end at one
@@ -49,16 +58,12 @@ def edge(src, series: str, start: datetime, end: datetime) -> Bucket:
     spec = SERIES[series]
     raw = src.without_rollups()
     lo, hi = _as_stored(start), _as_stored(end)
-    out = Bucket()
     t = bk.floor(start)
     while t < end:
         docs = src.rollups.remembered(("fine", series, t), lambda t=t: fetch(raw, spec, t, t + bk.LEVELS[bk.FINE]),
                                       under=bucket_id(series, HOUR, bk.floor(t, HOUR)))
-        for d in docs:
-            if lo <= bk.utc(d[spec.field]) < hi:
-                spec.fold(out, d)
+        yield from (d for d in docs if lo <= bk.utc(d[spec.field]) < hi)
         t += bk.LEVELS[bk.FINE]
-    return out
 
 
 def _as_stored(when: datetime) -> datetime:
@@ -400,6 +405,40 @@ def signals_decline_codes(src, window: Window, limit: int = 5, split: str | None
     for row in rows:
         row["amount"] = dict(sorted(row["amount"].items()))
     return rows
+
+
+# Longer windows of the amount-spike rule are aggregated from the raw documents: buckets keep no
+# sum of squares, and a day of fine buckets is a hundred reads.
+SPIKE_DOCUMENTS_MAX = timedelta(hours=3)
+
+
+def signals_amount_spike(src, window: Window, weeks: int = 4, split: str | None = "currency") -> dict[str, dict]:
+    """As ``metrics.signals.amount_spike``, from the documents of each window's fine buckets."""
+    from metrics.signals import amount_spike, baseline_windows, spike_scores
+    if window.length > SPIKE_DOCUMENTS_MAX:
+        return amount_spike.raw(src.without_rollups(), window, weeks, split)
+    per_window = []
+    for w in baseline_windows(window, weeks):
+        stats: dict[str, dict] = {}
+        for d in documents(src, "payments", w.start, w.end):
+            if d.get("status") in SUCCEEDED_STATUSES:
+                amount = bk.minor_units(d["amount"])
+                row = stats.setdefault(_subject(d, split), {"count": 0, "sum": 0, "sumsq": 0.0})
+                row["count"] += 1
+                row["sum"] += amount
+                row["sumsq"] += float(amount) * float(amount)
+        per_window.append(stats)
+    return spike_scores(per_window)
+
+
+def _subject(payment: dict, split: str | None) -> str:
+    # As metrics.signals.subject_expr.
+    if split is None:
+        return ""
+    if split == "currency":
+        return bk.currency_of(payment.get("currency"))
+    specialist = payment.get("specialistId")
+    return specialist if isinstance(specialist, str) else "unknown"
 
 
 def _counted(src, series: str, windows: list[Window]) -> list[int]:

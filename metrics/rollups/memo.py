@@ -36,11 +36,13 @@ CHANGES_PER_REFRESH = 2_000
 
 
 class Memo:
-    """Reads of ``buckets`` (and of the raw documents under them), by key, at most ``limit`` entries."""
+    """Reads of ``buckets`` (and of the raw documents under them), by key, at most ``limit`` entries;
+    a refresh waits ``await_ms`` for a change that has not come."""
 
-    def __init__(self, buckets: Collection, limit: int):
+    def __init__(self, buckets: Collection, limit: int, await_ms: int):
         self.buckets = buckets
         self.limit = limit
+        self.await_ms = await_ms
         self._entries: dict[Hashable, object] = {}
         self._under: dict[str, set] = {}
         self._loose: set = set()
@@ -114,7 +116,7 @@ class Memo:
         # Opened before anything is kept, so no write after a read can go unseen.
         try:
             self._stream = self.buckets.watch([{"$project": {"fullDocument": 0, "updateDescription": 0}}],
-                                              max_await_time_ms=10)
+                                              max_await_time_ms=self.await_ms)
         except PyMongoError as exc:
             self._stream = None
             if not self._warned:

@@ -67,6 +67,9 @@ NO_CHANGE_STREAMS = {40573, 40324, 136, 13, 8000}
 LOST_TOKEN = {286, 280, 260, 9, 40576, 40615}
 
 BUILD_BATCH = 2000
+# How long a refresh's getMore on a change stream waits for a change that has not come: what has
+# come is answered at once, and the next refresh asks again.  Each refresh waits once per stream.
+STREAM_AWAIT_MS = 1
 # Every date, as a range the time field's index serves.  A range on dates matches dates only
 # (MongoDB compares within a type), so this is ``{"$type": "date"}``, which planners answer
 # with a collection scan: minutes on a year of a sparse field such as refundedAt.
@@ -304,7 +307,7 @@ class Rollups:
         self.progress = Progress(progress)
         self._streams: dict[str, object] = {}
         self._indexed = False
-        self._memo = Memo(state[BUCKETS], MEMO_ENTRIES)
+        self._memo = Memo(state[BUCKETS], MEMO_ENTRIES, STREAM_AWAIT_MS)
         self._oldest: datetime | None = None  # as kept in rollup_meta, once read or written
         self.hash = schema_hash(src)
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
@@ -589,7 +592,7 @@ class Rollups:
         if not self.allow_change_streams:
             return None, "poll"
         try:
-            stream = self.src.coll(key).watch(full_document="updateLookup", max_await_time_ms=10)
+            stream = self.src.coll(key).watch(full_document="updateLookup", max_await_time_ms=STREAM_AWAIT_MS)
         except OperationFailure as exc:
             if exc.code in NO_CHANGE_STREAMS:
                 log.warning("rollups: change streams unavailable on %s (%s); re-aggregating the trailing %s "
@@ -704,7 +707,7 @@ class Rollups:
         try:
             if stream is None:
                 stream = self.src.coll(key).watch(full_document="updateLookup", resume_after=meta["token"],
-                                                  max_await_time_ms=10)
+                                                  max_await_time_ms=STREAM_AWAIT_MS)
                 self._streams[key] = stream
             changes = []
             while True:
