@@ -737,8 +737,9 @@ def test_a_read_that_a_forgetting_overtook_is_not_kept(mongo_client, db_names):
     memo.forget(["payments|1h|2026-11-26T12:00"])
     assert memo.get("b", lambda: "read again") == "read again"
     for i in range(12):
-        memo.get(("c", i), lambda: i)
+        memo.get(("c", i), lambda: i, under=f"payments|1h|2026-11-26T{i:02d}:00")
     assert len(memo._entries) == 10  # the oldest went first
+    assert len(memo._under) == 10  # and nothing is kept of what went
 
 
 @pytest.mark.parametrize("split", [None, "currency", "specialist"])

@@ -44,7 +44,8 @@ class Memo:
         self.limit = limit
         self.await_ms = await_ms
         self._entries: dict[Hashable, object] = {}
-        self._under: dict[str, set] = {}
+        self._under: dict[str, set] = {}  # bucket id -> the keys read under it
+        self._tags: dict[Hashable, str] = {}  # key -> its bucket id
         self._loose: set = set()
         self._lock = threading.Lock()
         self._epoch = 0  # moves at every forgetting: a read that began before it is not kept
@@ -75,21 +76,32 @@ class Memo:
         while len(self._entries) >= self.limit:
             self._drop(next(iter(self._entries)))  # the oldest entry
         self._entries[key] = value
-        (self._loose if under is None else self._under.setdefault(under, set())).add(key)
+        if under is None:
+            self._loose.add(key)
+        else:
+            self._under.setdefault(under, set()).add(key)
+            self._tags[key] = under
 
     def _drop(self, key: Hashable) -> None:
         self._entries.pop(key, None)
         self._loose.discard(key)
+        under = self._tags.pop(key, None)
+        if under is not None:
+            keys = self._under.get(under)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._under[under]
 
     def forget(self, under: Iterable[str] | None = None) -> None:
         """Everything, or what was read under these bucket ids."""
         with self._lock:
             self._epoch += 1
             if under is None:
-                self._entries, self._under, self._loose = {}, {}, set()
+                self._entries, self._under, self._tags, self._loose = {}, {}, {}, set()
                 return
             for bucket_id in under:
-                for key in self._under.pop(bucket_id, ()):
+                for key in list(self._under.get(bucket_id, ())):
                     self._drop(key)
 
     def follow(self) -> None:
