@@ -161,6 +161,11 @@ def currency_of(value: Any) -> str:
     return value.lower() if isinstance(value, str) else "unknown"
 
 
+def specialist_of(value: Any) -> str:
+    # The same as metrics.signals.subject_expr's specialist: the text, "unknown" for anything else.
+    return value if isinstance(value, str) else "unknown"
+
+
 def duration_ms(end: Any, start: Any) -> int | None:
     if isinstance(end, datetime) and isinstance(start, datetime):
         return (utc(end) - utc(start)) // timedelta(milliseconds=1)
@@ -320,7 +325,7 @@ def fold_payment(b: Bucket, d: dict) -> None:
     amount = minor_units(d["amount"])
     b.count("status", (status, currency))
     b.add_sum("status", (status, currency), amount)
-    specialist = d.get("specialistId") if isinstance(d.get("specialistId"), str) else "unknown"
+    specialist = specialist_of(d.get("specialistId"))
     if status in SUCCEEDED_STATUSES or status == "failed":
         # The alert rules split outcomes by specialist (metrics.signals.subject_expr).
         b.count("outcome_by_specialist", (specialist, status == "failed", currency))

@@ -437,8 +437,7 @@ def _subject(payment: dict, split: str | None) -> str:
         return ""
     if split == "currency":
         return bk.currency_of(payment.get("currency"))
-    specialist = payment.get("specialistId")
-    return specialist if isinstance(specialist, str) else "unknown"
+    return bk.specialist_of(payment.get("specialistId"))
 
 
 def _counted(src, series: str, windows: list[Window]) -> list[int]:
