@@ -15,7 +15,8 @@ running (as under ``make run``), with the rollups built and brought up to date:
   through Streamlit's ``AppTest`` to record which figure functions it calls
   with which arguments, then those calls are replayed against a rollup Source
   (no Streamlit cache), so the figure is the time the database work of one
-  cold page view takes;
+  page view takes, cold (nothing remembered) and steady (after another
+  process wrote the newest hour of every series);
 * every page drawn in headless Chromium, cold in a new tab and reached from the sidebar
   (``browser_pages``);
 * one alert cycle (``Worker.cycle``) and the weekly report (``build_report``).

@@ -10,8 +10,7 @@ and a page view after it reads only what changed: the newest hour, mostly.
 
 Where that change stream cannot be opened (a standalone ``mongod``, a user
 without the privilege), every entry is forgotten at each refresh, as if
-nothing were kept.  Entries without ``under`` are forgotten at each refresh
-too.
+nothing were kept.
 """
 
 from __future__ import annotations
@@ -46,16 +45,15 @@ class Memo:
         self._entries: dict[Hashable, object] = {}
         self._under: dict[str, set] = {}  # bucket id -> the keys read under it
         self._tags: dict[Hashable, str] = {}  # key -> its bucket id
-        self._loose: set = set()
         self._lock = threading.Lock()
         self._epoch = 0  # moves at every forgetting: a read that began before it is not kept
         self._stream = None
         self._warned = False
 
-    def get(self, key: Hashable, read: Callable[[], T], under: str | None = None) -> T:
+    def get(self, key: Hashable, read: Callable[[], T], under: str) -> T:
         return self.many({key: under}, lambda missing: {key: read()})[key]
 
-    def many(self, wanted: dict[Hashable, str | None], read: Callable[[list], dict]) -> dict:
+    def many(self, wanted: dict[Hashable, str], read: Callable[[list], dict]) -> dict:
         """``wanted``: key -> the bucket ``_id`` it depends on.  ``read(missing)`` answers every
         key not remembered; what it answers is remembered unless something was forgotten meanwhile."""
         with self._lock:
@@ -72,19 +70,15 @@ class Memo:
         out.update(found)
         return out
 
-    def _keep(self, key: Hashable, value: object, under: str | None) -> None:
+    def _keep(self, key: Hashable, value: object, under: str) -> None:
         while len(self._entries) >= self.limit:
             self._drop(next(iter(self._entries)))  # the oldest entry
         self._entries[key] = value
-        if under is None:
-            self._loose.add(key)
-        else:
-            self._under.setdefault(under, set()).add(key)
-            self._tags[key] = under
+        self._under.setdefault(under, set()).add(key)
+        self._tags[key] = under
 
     def _drop(self, key: Hashable) -> None:
         self._entries.pop(key, None)
-        self._loose.discard(key)
         under = self._tags.pop(key, None)
         if under is not None:
             keys = self._under.get(under)
@@ -98,14 +92,14 @@ class Memo:
         with self._lock:
             self._epoch += 1
             if under is None:
-                self._entries, self._under, self._tags, self._loose = {}, {}, {}, set()
+                self._entries, self._under, self._tags = {}, {}, {}
                 return
             for bucket_id in under:
                 for key in list(self._under.get(bucket_id, ())):
                     self._drop(key)
 
     def follow(self) -> None:
-        """At a refresh: forget what was read under the buckets written since the last one, and every loose entry."""
+        """At a refresh: forget what was read under the buckets written since the last one."""
         if self._stream is None:
             self._open()
             return
@@ -120,9 +114,6 @@ class Memo:
             self._open()
             return
         self.forget(changed)
-        with self._lock:
-            for key in self._loose.copy():
-                self._drop(key)
 
     def _open(self) -> None:
         # Opened before anything is kept, so no write after a read can go unseen.

@@ -314,7 +314,7 @@ class Rollups:
 
     # -- what was read, kept until it changes ---------------------------------------------
 
-    def remembered(self, key: tuple, read: Callable[[], T], under: str | None = None) -> T:
+    def remembered(self, key: tuple, read: Callable[[], T], under: str) -> T:
         """``read()``, or what it gave before, while nothing under it changed.
 
         A page asks for a window, the window before it, its series and its
@@ -322,8 +322,7 @@ class Rollups:
         of raw documents, and the next view needs them again.  ``under`` is the
         bucket document (``bucket_id``) the value was read from or depends on:
         the value is kept until that bucket is written, by this process or
-        another (:class:`~metrics.rollups.memo.Memo`).  Without ``under`` it is
-        kept until the next refresh.
+        another (:class:`~metrics.rollups.memo.Memo`).
         """
         return self._memo.get(key, read, under)
 
