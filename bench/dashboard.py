@@ -34,7 +34,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 
-from dashboard.process import DashboardProcess
+from dashboard.process import EVERY_CHART_DRAWN, DashboardProcess
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
@@ -43,10 +43,9 @@ SESSIONS = 10
 TIMEOUT_MS = 1_800_000  # the reference volume's cold Overview takes minutes on a small machine
 VIEWPORT = {"width": 1400, "height": 1000}
 # Every tile drawn: metric tiles present, no script run in progress, every chart drawn.
-DRAWN = """() => document.querySelectorAll('[data-testid="stMetric"]').length > 0
+DRAWN = f"""() => document.querySelectorAll('[data-testid="stMetric"]').length > 0
                  && !document.querySelector('[data-testid="stStatusWidget"]')
-                 && document.querySelectorAll('.js-plotly-plot').length
-                    >= document.querySelectorAll('[data-testid="stPlotlyChart"]').length"""
+                 && {EVERY_CHART_DRAWN}"""
 # Settings of a developer's shell that would make the measured dashboard differ from the volume's.
 NOT_INHERITED = ("MONGODB_URI", "DATABASE_URL", "PAYWATCH_SOURCE_DB", "PAYWATCH_DB", "PAYWATCH_STATE_URI",
                  "PAYWATCH_CONFIG", "SLACK_WEBHOOK_URL", "SLACK_BOT_TOKEN", "STRIPE_API_KEY", "STRIPE_API_BASE")

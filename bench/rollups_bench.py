@@ -51,6 +51,7 @@ from pathlib import Path
 from pymongo import MongoClient, monitoring
 
 from bench.common import QUERY_TIMEOUT_MS, ROOT, Database, Volume, machine, newest_payment, say
+from dashboard.process import EVERY_CHART_DRAWN
 from metrics.windows import iso
 
 APP = ROOT / "dashboard" / "app.py"
@@ -434,15 +435,14 @@ def page_db_times(volume, settings, at, runs) -> dict:
 
 # A page has finished drawing when no script run is in progress, every chart has drawn, and
 # nothing in the main section has changed for SETTLED_S (the time taken is up to the last change).
-PAGE_STATE = """() => {
+PAGE_STATE = f"""() => {{
     const main = document.querySelector('[data-testid="stMain"]');
-    return {running: !!document.querySelector('[data-testid="stStatusWidget"]'),
+    return {{running: !!document.querySelector('[data-testid="stStatusWidget"]'),
             heading: !!document.querySelector('[data-testid="stHeading"]'),
-            charts: document.querySelectorAll('.js-plotly-plot').length
-                    >= document.querySelectorAll('[data-testid="stPlotlyChart"]').length,
+            charts: {EVERY_CHART_DRAWN},
             size: main ? main.innerHTML.length : 0,
-            text: main ? main.innerText.slice(0, 20000) : ""};
-}"""
+            text: main ? main.innerText.slice(0, 20000) : ""}};
+}}"""
 SETTLED_S = 1.5
 PAGE_TIMEOUT_S = 600
 TROUBLE = ("Data source unavailable", "The database is slow", "ExecutionTimeout", "Traceback")
@@ -539,7 +539,7 @@ def browser_pages(volume, settings, at) -> dict:
             tab.close()
         finally:
             browser.close()
-        # In a browser of its own: our pages' runs left Plotly compiled in this one.
+        # In a browser of its own: our pages' runs left the chart library compiled in this one.
         browser = p.chromium.launch(executable_path=chromium_path(), args=ARGS, headless=True)
         try:
             out["framework_floor"] = _floor(browser, env, volume.home)
@@ -554,29 +554,32 @@ def browser_pages(volume, settings, at) -> dict:
 
 FLOOR_APP = ROOT / "bench" / "floor_app.py"
 FLOOR_CHARTS = (0, 1, 8)
+FLOOR_LIBRARIES = ("echarts", "plotly")
 
 
 def _floor(browser, env: dict, home: Path, runs: int = 3) -> dict:
-    """What Streamlit and Plotly alone take here, drawn as our pages are: in a new tab of a browser
-    context whose first page (no chart) loaded Streamlit's scripts, so a page with charts is the
-    first to load Plotly's.  A page with a heading and 0, 1 or 8 charts (``bench/floor_app.py``),
-    each in a fresh context; every run.  Whether the browser compiles Plotly's bundle again for a
-    new context varies from run to run: about 1.5 s on this machine when it does."""
+    """What Streamlit and a chart library alone take here, drawn as our pages are: in a new tab of a
+    browser context whose first page (no chart) loaded Streamlit's scripts, so a page with charts is
+    the first to load the library's.  A page with a heading and 0, 1 or 8 charts
+    (``bench/floor_app.py``), in ECharts (what the dashboard draws) and in Plotly (what it drew
+    before), each in a fresh context; every run."""
     from bench.dashboard import VIEWPORT, Dashboard
 
     out = {}
     with Dashboard(env, home / "floor.log", drop=NOT_INHERITED, app=FLOOR_APP) as floor:
-        for charts in FLOOR_CHARTS:
-            times = []
-            for _ in range(runs):
-                context = browser.new_context(viewport=VIEWPORT)
-                try:
-                    _drawn_seconds(context.new_page(), f"{floor.url}/?charts=0")
-                    times.append(_drawn_seconds(context.new_page(), f"{floor.url}/?charts={charts}")[0])
-                finally:
-                    context.close()
-            out[f"charts_{charts}_s"] = summary(times)
-            say(f"framework floor: a page with {charts} Plotly chart(s) drawn in {times} s")
+        for library in FLOOR_LIBRARIES:
+            for charts in FLOOR_CHARTS if library == FLOOR_LIBRARIES[0] else FLOOR_CHARTS[1:]:
+                times = []
+                for _ in range(runs):
+                    context = browser.new_context(viewport=VIEWPORT)
+                    try:
+                        _drawn_seconds(context.new_page(), f"{floor.url}/?charts=0")
+                        times.append(_drawn_seconds(context.new_page(),
+                                                    f"{floor.url}/?charts={charts}&library={library}")[0])
+                    finally:
+                        context.close()
+                out[f"{library}_charts_{charts}_s"] = summary(times)
+                say(f"framework floor: a page with {charts} {library} chart(s) drawn in {times} s")
     return out
 
 

@@ -1,40 +1,66 @@
-"""Plotly figures and tables with titles, units and readable axes: one look for every page.
+"""Charts and tables with titles, units and readable axes: one look for every page.
+
+Charts are Apache ECharts option objects drawn by ``st.echarts_chart``.  A
+page of eight Plotly charts and nothing else took 3.1-3.6 s in a new tab of
+headless Chromium here, since every new tab evaluates Plotly's 4.7 MB bundle
+again; the same page in ECharts about 1.7 s (docs/performance.md, the
+framework floor).  The weekly report's HTML file keeps Plotly: one
+self-contained file, opened once.
 
 A time chart takes a series as a DataFrame (``metrics.frames.series_frame``:
 one row per bucket, indexed by its start in the configured zone) and the
-names of its columns.  Times are drawn as local wall-clock times (Plotly
-ignores offsets), with the zone in the axis title.  Values arrive in the
-series' units and are drawn in people's: durations in milliseconds are drawn
-in seconds, money in minor units in major units with the currency's symbol
-(the axis says how: its ``scale``), rates as percentages.  A missing value
-is a gap in the line, never 0.
+names of its columns.  Times are drawn as the configured zone's wall-clock
+times, whatever the browser's own zone (the chart runs in UTC and is handed
+local times), with the zone in the axis title.  Values arrive in the
+series' units and are drawn in people's: durations in milliseconds in
+seconds, money in minor units in major units with the currency's symbol (an
+axis's ``scale``), rates as percentages.  A missing value is a gap in the
+line, never 0.
+
+Platform data (a decline code, a currency, a subject) is only ever a value
+or a name in the option: ECharts draws it on a canvas as plain text and
+escapes it in tooltips.  It never goes into a formatter template, where
+``{b}`` and ``%d`` would be read as placeholders and the template's text as
+HTML.
 """
 
 from __future__ import annotations
 
-import html
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from metrics.format import SYMBOLS, ZERO_DECIMAL, currency_code
 from metrics.frames import column, local_index
 
 HEIGHT = 320
-CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"]}
 GOOD, BAD, NEUTRAL, MUTED = "#2e9e5b", "#d64545", "#3b6fd4", "#9aa4b2"
+TITLE = {"left": 0, "textStyle": {"fontSize": 15}}
+# Tick labels of a time axis by what the tick falls on: ``1 Dec`` at a midnight, ``14:00`` within a day.
+TIME_LABELS = {"year": "{yyyy}", "month": "{d} {MMM}", "day": "{d} {MMM}", "hour": "{HH}:{mm}", "minute": "{HH}:{mm}",
+               "second": "{HH}:{mm}:{ss}"}
+GRID = {"left": 10, "right": 24, "top": 64, "bottom": 10, "containLabel": True}
+LEGEND = {"top": 26, "right": 0}
+MARKERS_UP_TO = 48  # points on a line drawn with a marker each; a longer line is drawn plain
 
-RATE = {"tickformat": ".0%", "hover": ".2%"}  # rates near 100% (success): the axis shows the top band
-FAILURE_RATE = {"tickformat": ".1%", "hover": ".2%"}  # rates near 0%: the axis starts at 0
-COUNT = {"tickformat": ",d", "hover": ",d"}
-SECONDS = {"tickformat": ",.1f", "ticksuffix": " s", "hover": ",.2f", "scale": 1000}  # from milliseconds
+# An axis: ``format`` for the tooltip (Streamlit's printf-style number formats), ``label`` for
+# the tick labels (an ECharts template), ``scale`` to divide values by, ``percent`` to multiply by 100.
+RATE = {"format": "%.2f%%", "label": "{value}%", "percent": True, "band": True}  # rates near 100%: the top band
+FAILURE_RATE = {"format": "%.2f%%", "label": "{value}%", "percent": True}  # rates near 0%: from 0
+COUNT = {"format": "%,d", "label": "{value}", "whole": True}
+SECONDS = {"format": "%,.2f s", "label": "{value} s", "scale": 1000}  # from milliseconds
 
 
-def label(text: object) -> str:
-    """Platform data as a Plotly label: Plotly draws a subset of HTML in every label, title, trace
-    name and hover text (links, bold), so ``<a href=...>`` is escaped and shown as text."""
-    return html.escape(str(text), quote=False)
+@dataclass(frozen=True)
+class Chart:
+    """An ECharts option object and the height to draw it at."""
+
+    option: dict
+    height: int = HEIGHT
 
 
 def money_axis(currency: object) -> dict:
@@ -42,8 +68,14 @@ def money_axis(currency: object) -> dict:
     cur = currency_code(currency)
     symbol = SYMBOLS.get(cur, "")
     digits = 0 if cur in ZERO_DECIMAL else 2
-    return {"tickformat": ",.0f", "tickprefix": symbol, "hover": f",.{digits}f", "hoverprefix": symbol,
-            "ticksuffix": "" if symbol else f" {label(cur.upper())}", "scale": minor_units(cur)}
+    suffix = "" if symbol else f" {_code(cur)}"
+    return {"format": f"{symbol}%,.{digits}f{suffix}", "label": f"{symbol}{{value}}{suffix}",
+            "scale": minor_units(cur)}
+
+
+def _code(currency: str) -> str:
+    """A currency as it may stand in a template: letters and digits only (``<b>x</b>`` -> ``BXB``)."""
+    return re.sub(r"[^A-Za-z0-9]", "", currency).upper()[:8] or "XXX"
 
 
 def minor_units(currency: object) -> int:
@@ -56,118 +88,148 @@ def major(minor: float | None, currency: object) -> float | None:
     return None if minor is None else minor / minor_units(currency)
 
 
-def _layout(fig: go.Figure, title: str, y_title: str, axis: dict, x_title: str | None,
-            values: list[float | None], line: float | None = None) -> go.Figure:
-    yaxis = {"title": {"text": label(y_title)}, "tickformat": axis.get("tickformat"),
-             "ticksuffix": axis.get("ticksuffix"), "tickprefix": axis.get("tickprefix"),
-             "rangemode": "tozero", "gridcolor": "rgba(128,128,128,0.15)"}
+def drawn(value: float | None, axis: dict) -> float | None:
+    """A value in its series' units as the axis draws it (seconds, dollars, percent)."""
+    if value is None:
+        return None
+    value = value / axis.get("scale", 1)
+    return value * 100 if axis.get("percent") else value
+
+
+def wall_clock(moment: datetime) -> str:
+    """A local time as the chart takes it: its wall-clock reading marked UTC, in a chart that runs
+    in UTC, so a browser in another zone draws the configured zone's time."""
+    return moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
+
+
+def _value_axis(axis: dict, name: str | None, values: list[float | None], line: float | None) -> dict:
+    out = {"type": "value", "name": name, "nameTextStyle": {"align": "left"},
+           "axisLabel": {"formatter": axis["label"]}, "splitLine": {"lineStyle": {"color": "rgba(128,128,128,0.15)"}}}
     known = [v for v in values if v is not None]
-    if line is not None:
-        known.append(line)
-    if axis is RATE and known:
+    if axis.get("whole"):
+        out["minInterval"] = 1
+    if axis.get("band") and known:
         # Rates near 100% are unreadable on a 0-100% axis; show the band that matters.
-        low = min(known)
-        yaxis.update(rangemode=None, range=[max(0.0, low - (1 - low) * 0.5 - 0.005), 1.002], tickformat=".1%")
-    elif known:
-        yaxis["range"] = [0, max(known) * 1.15 or 1]
-        if axis is COUNT:
-            yaxis.update(_count_ticks(max(known)))
-    fig.update_layout(
-        title={"text": label(title), "x": 0, "xanchor": "left", "font": {"size": 15}},
-        height=HEIGHT,
-        margin={"l": 10, "r": 10, "t": 48, "b": 10},
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
-        hovermode="x unified",
-        yaxis=yaxis,
-        xaxis={"title": {"text": label(x_title)} if x_title else None},
-        bargap=0.15,
-    )
-    return fig
+        low = min(known + ([line] if line is not None else []))
+        bottom = low - (100 - low) * 0.5
+        step = next(s for s in (10, 5, 1, 0.5) if 100 - bottom > s * 2 or s == 0.5)
+        out.update(min=max(0.0, math.floor(bottom / step) * step), max=100)  # on a tick: no odd label
+    else:
+        out["min"] = 0
+        if line is not None and known and line >= max(known):
+            out["max"] = _nice(line * 1.15)  # the target above every value: still on the chart
+    return out
 
 
-def _count_ticks(top: float) -> dict:
-    """Whole-number ticks: without a step Plotly labels 0, 0.5, 1 ... as 0, 1, 1."""
-    return {"dtick": 1} if top <= 8 else {"dtick": 2} if top <= 16 else {}
+def _nice(top: float) -> float:
+    """A round upper bound at or above ``top``: 1, 2 or 5 times a power of ten."""
+    if top <= 0:
+        return 1
+    power = 10 ** math.floor(math.log10(top))
+    return next(step * power for step in (1, 2, 5, 10) if step * power >= top)
+
+
+def _target(line: tuple[float, str] | None, axis: dict) -> dict | None:
+    if line is None:
+        return None
+    value, _ = line
+    return {"symbol": "none", "silent": True, "lineStyle": {"type": "dashed", "color": BAD, "width": 1.5},
+            "label": {"position": "insideEndTop", "color": BAD}, "data": [{"yAxis": drawn(value, axis)}]}
+
+
+def _frame(title: str, series: list[dict], x_axis: dict, y_axis: dict, tooltip: dict, legend: bool) -> dict:
+    option = {"animation": False, "title": {**TITLE, "text": title}, "grid": GRID, "tooltip": tooltip,
+              "xAxis": x_axis, "yAxis": y_axis, "series": series}
+    if legend:
+        option["legend"] = LEGEND
+    return option
 
 
 def time_chart(frame: pd.DataFrame, traces: list[tuple[str, str, str]], *,
                title: str, y_title: str, axis: dict, kind: str = "line", stacked: bool = False,
-               line: tuple[float, str] | None = None) -> go.Figure:
+               line: tuple[float, str] | None = None) -> Chart:
     """Values per time bucket of a series frame: ``traces`` are (name, column, colour); ``line`` a
-    target (value, label).  Values and the target are in the series' units, divided by the axis's
-    ``scale`` to draw; a missing value (or a missing column) is a gap."""
-    x = local_index(frame)
-    scale = axis.get("scale", 1)
-    traces = [(name, [None if v is None else v / scale for v in column(frame, key)], colour)
-              for name, key, colour in traces]
-    if line is not None:
-        line = (line[0] / scale, line[1])
-    fig = go.Figure()
-    hover = f"%{{y:{axis['hover']}}}"
-    if axis.get("hoverprefix"):
-        hover = axis["hoverprefix"] + hover
-    if axis.get("ticksuffix"):
-        hover += axis["ticksuffix"]
-    for name, values, colour in traces:
-        name = label(name)  # a currency, a status: platform data
-        if kind == "bar":
-            fig.add_bar(x=x, y=values, name=name, marker_color=colour, hovertemplate=hover)
-        else:
-            fig.add_scatter(x=x, y=values, name=name, mode="lines+markers" if len(x) <= 48 else "lines",
-                            line={"color": colour, "width": 2}, marker={"size": 4},
-                            connectgaps=False, hovertemplate=hover)
-    if stacked:
-        fig.update_layout(barmode="stack")
-    everything = [v for _, values, _ in traces for v in values]
-    if stacked and traces:
-        everything = [sum(v or 0 for v in col) for col in zip(*(values for _, values, _ in traces))]
-    if line is not None:
-        value, text = line
-        fig.add_hline(y=value, line_dash="dash", line_color=BAD, line_width=1.5,
-                      annotation_text=label(text), annotation_position="bottom right",
-                      annotation_font_color=BAD)
-    _layout(fig, title, y_title, axis, f"Time ({frame.index.tz})", everything, line[0] if line else None)
-    return fig
+    target (value, label).  Values and the target are in the series' units and drawn in the axis's
+    (``drawn``); a missing value (or a missing column) is a gap."""
+    x = [wall_clock(t) for t in local_index(frame)]
+    series, tops = [], []
+    for name, key, colour in traces:
+        values = [drawn(v, axis) for v in column(frame, key)]
+        tops.append(values)
+        one = {"type": kind, "name": str(name), "data": [[t, v] for t, v in zip(x, values)],
+               "itemStyle": {"color": colour}}
+        if kind == "line":
+            one.update(showSymbol=len(x) <= MARKERS_UP_TO, symbolSize=4, connectNulls=False,
+                       lineStyle={"color": colour, "width": 2})
+        if stacked:
+            one["stack"] = "total"
+        series.append(one)
+    everything = [v for values in tops for v in values]
+    if stacked and tops:
+        everything = [sum(v or 0 for v in col) for col in zip(*tops)]
+    target = drawn(line[0], axis) if line else None
+    if series and line is not None:
+        mark = _target(line, axis)
+        mark["label"]["formatter"] = _literal(line[1])
+        series[0]["markLine"] = mark
+    return Chart(_frame(
+        title, series,
+        time_axis(f"Time ({frame.index.tz})"),
+        _value_axis(axis, y_title, everything, target),
+        {"trigger": "axis", "valueFormatter": axis["format"]},
+        legend=len(series) > 1) | {"useUTC": True})
+
+
+def time_axis(name: str, **more) -> dict:
+    """A time axis named with its zone (its times are wall-clock times: ``wall_clock``)."""
+    return {"type": "time", "name": name, "nameLocation": "middle", "nameGap": 28,
+            "axisLabel": {"formatter": TIME_LABELS}, **more}
+
+
+def _literal(text: str) -> str:
+    """Our own text as an ECharts label template that shows it as written: braces (placeholders)
+    are dropped.  Never given platform data (see the module docstring)."""
+    return str(text).replace("{", "(").replace("}", ")")
 
 
 def bar_chart(labels: list[str], values: list[float], *, title: str, value_title: str, axis: dict = COUNT,
-              colour: str = NEUTRAL, horizontal: bool = True, category_title: str | None = None) -> go.Figure:
-    """One bar per category; horizontal so long labels (decline codes, ids) stay readable.
-
-    Labels are platform data and Plotly draws a subset of HTML in them (links,
-    bold): they are escaped, so ``<a href=...>`` in a decline code is shown as text.
-    """
-    labels = [label(text) for text in labels]
-    fig = go.Figure()
-    hover = f"%{{{'x' if horizontal else 'y'}:{axis['hover']}}}<extra></extra>"
+              colour: str = NEUTRAL, horizontal: bool = True, category_title: str | None = None) -> Chart:
+    """One bar per category; horizontal so long labels (decline codes, ids) stay readable, each bar
+    with its value written at its end."""
+    labels = [str(text) for text in labels]
+    bars = {"type": "bar", "name": value_title, "itemStyle": {"color": colour},
+            "data": [{"value": v, "label": {"formatter": f"{v:,}" if isinstance(v, int) else f"{v:,.2f}"}}
+                     for v in values],
+            "label": {"show": horizontal, "position": "right"}}
+    categories = {"type": "category", "data": labels, "name": category_title}
+    values_axis = _value_axis(axis, value_title, list(values), None)
+    tooltip = {"trigger": "axis", "axisPointer": {"type": "shadow"}, "valueFormatter": axis["format"]}
     if horizontal:
-        fig.add_bar(y=labels, x=values, orientation="h", marker_color=colour, hovertemplate="%{y}: " + hover,
-                    text=[f"{v:,}" for v in values], textposition="auto")
-        fig.update_yaxes(autorange="reversed", title={"text": label(category_title)} if category_title else None)
-        fig.update_layout(title={"text": label(title), "x": 0, "xanchor": "left", "font": {"size": 15}},
-                          height=max(HEIGHT, 28 * len(labels) + 90),
-                          margin={"l": 10, "r": 10, "t": 48, "b": 10},
-                          xaxis={"title": {"text": label(value_title)}, "tickformat": axis.get("tickformat"),
-                                 "rangemode": "tozero", **(_count_ticks(max(values, default=0))
-                                                           if axis is COUNT else {})})
-        return fig
-    fig.add_bar(x=labels, y=values, marker_color=colour, hovertemplate="%{x}: " + hover)
-    _layout(fig, title, value_title, axis, category_title, list(values))
-    fig.update_layout(hovermode="closest")
-    return fig
+        categories.update(inverse=True, nameLocation="start", axisLabel={"width": 220, "overflow": "truncate"})
+        values_axis.update(nameLocation="middle", nameGap=28)
+        return Chart(_frame(title, [bars], values_axis, categories, tooltip, legend=False),
+                     height=max(HEIGHT, 28 * len(labels) + 90))
+    # Every band's label (amounts, ages), slanted when there are many.
+    categories.update(nameLocation="middle", nameGap=40 if len(labels) > 6 else 28,
+                      axisLabel={"interval": 0, "rotate": 30 if len(labels) > 6 else 0})
+    return Chart(_frame(title, [bars], categories, values_axis, tooltip, legend=False))
 
 
-def funnel_chart(stages: list[tuple[str, int]], *, title: str) -> go.Figure:
-    fig = go.Figure(go.Funnel(y=[label(s) for s, _ in stages], x=[v for _, v in stages],
-                              textinfo="value+percent initial", marker={"color": NEUTRAL},
-                              hovertemplate="%{y}: %{x:,d}<extra></extra>"))
-    fig.update_layout(title={"text": label(title), "x": 0, "xanchor": "left", "font": {"size": 15}},
-                      height=HEIGHT, margin={"l": 10, "r": 10, "t": 48, "b": 10})
-    return fig
+def funnel_chart(stages: list[tuple[str, int]], *, title: str) -> Chart:
+    """Stages of our own naming, each with its count and its share of the first."""
+    first = stages[0][1] if stages else 0
+    data = [{"name": str(stage), "value": count,
+             "label": {"formatter": _literal(f"{stage}: {count:,}" + (f" ({count / first:.0%})" if first else ""))}}
+            for stage, count in stages]
+    return Chart({"animation": False, "title": {**TITLE, "text": title},
+                  "tooltip": {"trigger": "item", "valueFormatter": COUNT["format"]},
+                  "series": [{"type": "funnel", "sort": "none", "top": 56, "bottom": 10, "left": "10%",
+                              "width": "80%", "minSize": "20%", "gap": 2, "itemStyle": {"color": NEUTRAL},
+                              "label": {"position": "inside", "color": "#fff", "textBorderWidth": 0}, "data": data}]})
 
 
-def show(fig: go.Figure, key: str | None = None) -> None:
-    st.plotly_chart(fig, config=CONFIG, theme="streamlit", key=key)
+def show(chart: Chart, key: str | None = None) -> None:
+    st.echarts_chart(chart.option, height=chart.height, theme="streamlit", key=key)
 
 
 def table(frame: pd.DataFrame) -> None:

@@ -17,6 +17,11 @@ import requests
 
 from metrics.embedded import free_port, stop_process
 
+# In a browser on the dashboard: true once every chart of the page has drawn (``charts.show`` draws
+# each with ECharts, on a canvas of its own).
+EVERY_CHART_DRAWN = ("[...document.querySelectorAll('[data-testid=\"stEChartsChart\"]')]"
+                     ".every(chart => chart.querySelector('canvas'))")
+
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "dashboard" / "app.py"
 START_TIMEOUT_S = 60

@@ -41,7 +41,7 @@ def column(frame: pd.DataFrame, name: str) -> list:
 
 
 def local_index(frame: pd.DataFrame) -> list:
-    """The index as naive local wall-clock times, which is what Plotly draws."""
+    """The index as naive local wall-clock times, which is what a chart draws (``dashboard.charts.wall_clock``)."""
     return [t.tz_localize(None).to_pydatetime() for t in frame.index]
 
 

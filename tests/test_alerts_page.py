@@ -120,7 +120,7 @@ def test_history_outbox_console_and_heartbeat_come_from_the_worker(cycled, state
     transitions = list(state[store.HISTORY].find())
     assert len(history) == len(transitions)
     assert set(history["Rule"]) == {h["rule_id"] for h in transitions}
-    assert at.get("plotly_chart"), "the history timeline is drawn"
+    assert at.get("echarts_chart"), "the history timeline is drawn"
     sent = outbox.list_messages(state, [outbox.SENT])
     assert sent and all(m["channel"] == "console" for m in sent)
     codes = [c.value for c in at.code]

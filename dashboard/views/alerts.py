@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 from datetime import datetime, timedelta, timezone
 
-import plotly.graph_objects as go
 import streamlit as st
 from pymongo import DESCENDING
 from pymongo.errors import PyMongoError
@@ -243,13 +242,13 @@ def render_history(view: View, history: list[dict]) -> None:
                      hide_index=True, width="stretch", key="history")
 
 
-def timeline(transitions: list[dict], view: View) -> go.Figure:
+def timeline(transitions: list[dict], view: View) -> charts.Chart:
     """One row per rule and subject: a bar while firing, a dot at each change of state."""
-    fig = go.Figure()
     open_at: dict[str, datetime] = {}
     episodes: list[tuple[str, datetime, datetime]] = []
-    # A row names a subject, which is platform data: escaped, so link markup in it is text (charts.label).
-    row_of = lambda h: charts.label(scope(h["rule_id"], h.get("subject")))  # noqa: E731
+    # A row names a subject, which is platform data: a category and a tooltip value, which ECharts
+    # draws as text (charts' module docstring), never part of a template.
+    row_of = lambda h: scope(h["rule_id"], h.get("subject"))  # noqa: E731
     for h in transitions:  # oldest first
         row = row_of(h)
         when = utc(h["at"])
@@ -258,29 +257,30 @@ def timeline(transitions: list[dict], view: View) -> go.Figure:
         elif h.get("from") == FIRING and row in open_at:
             episodes.append((row, open_at.pop(row), when))
     episodes += [(row, start, view.window.end) for row, start in open_at.items()]
-    local = lambda t: t.astimezone(view.tz).replace(tzinfo=None)  # noqa: E731 - Plotly ignores offsets
-    for row, start, end in episodes:
-        fig.add_scatter(x=[local(start), local(end)], y=[row, row], mode="lines", showlegend=False,
-                        line={"color": charts.BAD, "width": 10}, hoverinfo="skip")
-    for state in (FIRING, PENDING, RESOLVED, "inactive"):
+    local = lambda t: charts.wall_clock(t.astimezone(view.tz))  # noqa: E731
+    series = [{"type": "line", "data": [[local(start), row], [local(end), row]], "symbol": "none", "silent": True,
+               "lineStyle": {"color": charts.BAD, "width": 10}, "tooltip": {"show": False}}
+              for row, start, end in episodes]
+    states = [state for state in (FIRING, PENDING, RESOLVED, "inactive") if any(h.get("to") == state for h in transitions)]
+    for state in states:
         points = [h for h in transitions if h.get("to") == state]
-        if points:
-            fig.add_scatter(x=[local(utc(h["at"])) for h in points],
-                            y=[row_of(h) for h in points],
-                            mode="markers", name=state, marker={"color": STATE_COLOUR.get(state, charts.MUTED), "size": 9},
-                            customdata=[[charts.label(h.get("value_text") or "–"), charts.label(h.get("from"))]
-                                        for h in points],
-                            hovertemplate="%{y}: %{customdata[1]} → " + state + " (value %{customdata[0]})<extra></extra>")
-    rows = {row_of(h) for h in transitions}
+        series.append({"type": "scatter", "name": state, "symbolSize": 9,
+                       "itemStyle": {"color": STATE_COLOUR.get(state, charts.MUTED)},
+                       "data": [[local(utc(h["at"])), row_of(h), str(h.get("value_text") or "–"), str(h.get("from"))]
+                                for h in points],
+                       "tooltip": {"formatter": "{@[1]}: {@[3]} → " + state + " (value {@[2]})"}})
+    rows = list(dict.fromkeys(row_of(h) for h in transitions))
     # From a little before the first change (not the whole range): a 10-minute episode stays visible.
     first = max(view.window.start, utc(transitions[0]["at"]) - (view.window.end - utc(transitions[0]["at"])) * 0.1)
-    fig.update_layout(title={"text": "Alert transitions (bars: firing)", "x": 0, "xanchor": "left", "font": {"size": 15}},
-                      height=max(200, 40 * len(rows) + 130), margin={"l": 10, "r": 10, "t": 48, "b": 10},
-                      legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1},
-                      xaxis={"title": {"text": f"Time ({view.tz.key})"},
-                             "range": [local(first), local(view.window.end)]},
-                      yaxis={"type": "category", "autorange": "reversed"}, hovermode="closest")
-    return fig
+    return charts.Chart({
+        "useUTC": True, "animation": False,
+        "title": {**charts.TITLE, "text": "Alert transitions (bars: firing)"},
+        "grid": charts.GRID, "legend": {**charts.LEGEND, "data": states}, "tooltip": {"trigger": "item"},
+        "xAxis": charts.time_axis(f"Time ({view.tz.key})", min=local(first), max=local(view.window.end)),
+        "yAxis": {"type": "category", "data": rows, "inverse": True,
+                  "axisLabel": {"width": 260, "overflow": "truncate"}},
+        "series": series,
+    }, height=max(200, 40 * len(rows) + 130))
 
 
 # -- silences ---------------------------------------------------------------------------

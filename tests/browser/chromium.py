@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from dashboard.process import EVERY_CHART_DRAWN
+
 CHROMIUM = "/usr/bin/chromium"
 # Without the networking flags Chromium keeps trying hosts it cannot reach from here.
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
@@ -29,9 +31,7 @@ def wait_until_drawn(page, selector: str, count: int = 1, timeout_ms: int = 90_0
     # The status widget shows while a script run is in progress; then each chart draws itself.
     page.wait_for_function(
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout_ms)
-    page.wait_for_function(
-        """() => document.querySelectorAll('.js-plotly-plot').length
-                 >= document.querySelectorAll('[data-testid="stPlotlyChart"]').length""", timeout=timeout_ms)
+    page.wait_for_function(f"() => {EVERY_CHART_DRAWN}", timeout=timeout_ms)
 
 
 def full_height(page) -> int:
