@@ -43,7 +43,7 @@ TITLE = {"left": 0, "textStyle": {"fontSize": 15}}
 # Tick labels of a time axis by what the tick falls on: ``1 Dec`` at a midnight, ``14:00`` within a day.
 TIME_LABELS = {"year": "{yyyy}", "month": "{d} {MMM}", "day": "{d} {MMM}", "hour": "{HH}:{mm}", "minute": "{HH}:{mm}",
                "second": "{HH}:{mm}:{ss}"}
-GRID = {"left": 10, "right": 24, "top": 64, "bottom": 10, "containLabel": True}
+GRID = {"left": 10, "right": 24, "top": 64, "bottom": 34, "containLabel": True}  # room below for the axis name
 LEGEND = {"top": 26, "right": 0}
 MARKERS_UP_TO = 48  # points on a line drawn with a marker each; a longer line is drawn plain
 
@@ -209,10 +209,14 @@ def bar_chart(labels: list[str], values: list[float], *, title: str, value_title
         values_axis.update(nameLocation="middle", nameGap=28)
         return Chart(_frame(title, [bars], values_axis, categories, tooltip, legend=False),
                      height=max(HEIGHT, 28 * len(labels) + 90))
-    # Every band's label (amounts, ages), slanted when there are many.
-    categories.update(nameLocation="middle", nameGap=40 if len(labels) > 6 else 28,
-                      axisLabel={"interval": 0, "rotate": 30 if len(labels) > 6 else 0})
-    return Chart(_frame(title, [bars], categories, values_axis, tooltip, legend=False))
+    # Every band's label (amounts, ages), slanted when there are many, the axis's name below them.
+    slanted = len(labels) > 6
+    categories.update(nameLocation="middle", nameGap=52 if slanted else 28,
+                      axisLabel={"interval": 0, "rotate": 30 if slanted else 0})
+    option = _frame(title, [bars], categories, values_axis, tooltip, legend=False)
+    if slanted:
+        option["grid"] = {**GRID, "bottom": 58}
+    return Chart(option)
 
 
 def funnel_chart(stages: list[tuple[str, int]], *, title: str) -> Chart:

@@ -160,3 +160,18 @@ def test_the_traffic_log_counts_commands_and_returned_documents_per_collection(m
                     ("payments", "aggregate"): (1, 2), ("other", "find"): (1, 1)}
     assert log.totals(db_names[0]) == {"commands": 5, "documents_returned": 28}
     assert log.table(per=5)[0]["commands"] == round(rows[("other", "find")][0] / 5, 2)
+
+
+def test_the_soak_reads_its_logs_for_skipped_jobs_and_tracebacks_and_refuses_a_missing_one(tmp_path, capsys):
+    from bench import soak
+
+    log = tmp_path / "run.log"
+    log.write_text("worker: cycle done\n"
+                   "Run time of job \"cycle\" was missed by 0:00:04 ... skipped: maximum number of running instances\n"
+                   "Traceback (most recent call last):\nfine again\n")
+    assert soak.log_trouble([log]) == {str(log): [
+        "Run time of job \"cycle\" was missed by 0:00:04 ... skipped: maximum number of running instances",
+        "Traceback (most recent call last):"]}
+    with pytest.raises(SystemExit) as stopped:
+        soak.main(["http://127.0.0.1:9", "--log", str(tmp_path / "absent.log")])
+    assert stopped.value.code == 2 and "no such log" in capsys.readouterr().err
