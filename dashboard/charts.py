@@ -129,17 +129,18 @@ def _nice(top: float) -> float:
     return next(step * power for step in (1, 2, 5, 10) if step * power >= top)
 
 
-def _target(line: tuple[float, str] | None, axis: dict) -> dict | None:
-    if line is None:
-        return None
-    value, _ = line
+def _target(line: tuple[float, str], axis: dict) -> dict:
+    """A dashed line across the chart at a target (value, our own label), in the axis's units."""
+    value, text = line
     return {"symbol": "none", "silent": True, "lineStyle": {"type": "dashed", "color": BAD, "width": 1.5},
-            "label": {"position": "insideEndTop", "color": BAD}, "data": [{"yAxis": drawn(value, axis)}]}
+            "label": {"position": "insideEndTop", "color": BAD, "formatter": _literal(text)},
+            "data": [{"yAxis": drawn(value, axis)}]}
 
 
-def _frame(title: str, series: list[dict], x_axis: dict, y_axis: dict, tooltip: dict, legend: bool) -> dict:
+def _frame(title: str, series: list[dict], x_axis: dict, y_axis: dict, tooltip: dict, legend: bool,
+           **more) -> dict:
     option = {"animation": False, "title": {**TITLE, "text": title}, "grid": GRID, "tooltip": tooltip,
-              "xAxis": x_axis, "yAxis": y_axis, "series": series}
+              "xAxis": x_axis, "yAxis": y_axis, "series": series, **more}
     if legend:
         option["legend"] = LEGEND
     return option
@@ -169,15 +170,10 @@ def time_chart(frame: pd.DataFrame, traces: list[tuple[str, str, str]], *,
         everything = [sum(v or 0 for v in col) for col in zip(*tops)]
     target = drawn(line[0], axis) if line else None
     if series and line is not None:
-        mark = _target(line, axis)
-        mark["label"]["formatter"] = _literal(line[1])
-        series[0]["markLine"] = mark
-    return Chart(_frame(
-        title, series,
-        time_axis(f"Time ({frame.index.tz})"),
-        _value_axis(axis, y_title, everything, target),
-        {"trigger": "axis", "valueFormatter": axis["format"]},
-        legend=len(series) > 1) | {"useUTC": True})
+        series[0]["markLine"] = _target(line, axis)
+    return Chart(_frame(title, series, time_axis(f"Time ({frame.index.tz})"),
+                        _value_axis(axis, y_title, everything, target),
+                        {"trigger": "axis", "valueFormatter": axis["format"]}, legend=len(series) > 1, useUTC=True))
 
 
 def time_axis(name: str, **more) -> dict:
