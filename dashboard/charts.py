@@ -196,7 +196,7 @@ def bar_chart(labels: list[str], values: list[float], *, title: str, value_title
     bars = {"type": "bar", "name": value_title, "itemStyle": {"color": colour},
             "data": [{"value": v, "label": {"formatter": f"{v:,}" if isinstance(v, int) else f"{v:,.2f}"}}
                      for v in values],
-            "label": {"show": horizontal, "position": "right"}}
+            "label": {"show": horizontal, "position": "right"}, "barMaxWidth": 28}
     categories = {"type": "category", "data": labels, "name": category_title}
     values_axis = _value_axis(axis, value_title, list(values), None)
     tooltip = {"trigger": "axis", "axisPointer": {"type": "shadow"}, "valueFormatter": axis["format"]}
