@@ -433,13 +433,16 @@ def page_db_times(volume, settings, at, runs) -> dict:
     return pages
 
 
-# A page has finished drawing when no script run is in progress, every chart has drawn, and
+# A page has finished drawing when no script run is in progress, every chart has drawn (ours in
+# ECharts; the floor's Plotly ones too, whose bundle can take longer than SETTLED_S to arrive), and
 # nothing in the main section has changed for SETTLED_S (the time taken is up to the last change).
 PAGE_STATE = f"""() => {{
     const main = document.querySelector('[data-testid="stMain"]');
     return {{running: !!document.querySelector('[data-testid="stStatusWidget"]'),
             heading: !!document.querySelector('[data-testid="stHeading"]'),
-            charts: {EVERY_CHART_DRAWN},
+            charts: {EVERY_CHART_DRAWN}
+                    && [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+                       .every(chart => chart.querySelector('.main-svg')),
             size: main ? main.innerHTML.length : 0,
             text: main ? main.innerText.slice(0, 20000) : ""}};
 }}"""

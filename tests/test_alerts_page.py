@@ -123,8 +123,8 @@ def test_history_outbox_console_and_heartbeat_come_from_the_worker(cycled, state
     assert at.get("echarts_chart"), "the history timeline is drawn"
     sent = outbox.list_messages(state, [outbox.SENT])
     assert sent and all(m["channel"] == "console" for m in sent)
-    codes = [c.value for c in at.code]
-    assert any(m["message"]["headline"] in code for m in sent for code in codes)
+    shown = [t.value for t in at.text]
+    assert any(m["message"]["headline"] in text for m in sent for text in shown)
     assert "Nothing pending or dead" in texts(at.caption)
     assert "The alert worker is running" in texts(at.success)
 

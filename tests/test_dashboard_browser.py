@@ -110,8 +110,8 @@ def test_every_page_opens_in_chromium_without_an_exception(platform_db, make_set
                     assert [h.strip() for h in headings] == SECTIONS
                     assert page.locator('[data-testid="stMetric"]').count() >= 20
                 if name == "alerts":
-                    # The console message of the firing alert (code blocks draw after the script run ends).
-                    page.locator('[data-testid="stCode"]', has_text="Payments stuck in processing").first.wait_for()
+                    # The console message of the firing alert.
+                    page.locator('[data-testid="stText"]', has_text="Payments stuck in processing").first.wait_for()
                     assert "The alert worker is running" in page.inner_text("body")
                 if name == "stripe":
                     assert "has not synced yet" not in page.inner_text("body")
