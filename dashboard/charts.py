@@ -1,9 +1,9 @@
 """Charts and tables with titles, units and readable axes: one look for every page.
 
 Charts are Apache ECharts option objects drawn by ``st.echarts_chart``.  A
-page of eight Plotly charts and nothing else took 3.1-3.6 s in a new tab of
+page of eight Plotly charts and nothing else takes 2.7-3.3 s in a new tab of
 headless Chromium here, since every new tab evaluates Plotly's 4.7 MB bundle
-again; the same page in ECharts about 1.7 s (docs/performance.md, the
+again; the same page in ECharts 1.5-1.9 s (docs/performance.md, the
 framework floor).  The weekly report's HTML file keeps Plotly: one
 self-contained file, opened once.
 
